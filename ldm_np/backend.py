@@ -20,7 +20,7 @@ try:  # pragma: no cover - depends on the machine
     import cupy as _cupy
 
     _cupy.cuda.runtime.getDeviceCount()
-except Exception:  # noqa: BLE001 - any failure means "no usable GPU"
+except Exception:
     _cupy = None
 
 DEVICES = ("cpu", "gpu")

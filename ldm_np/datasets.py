@@ -91,11 +91,10 @@ def load_digits(dtype: Any = "float32") -> tuple[np.ndarray, np.ndarray]:
         table = np.loadtxt(text, delimiter=",", dtype=np.int64)  # [1797, 65]
     if table.shape != _DIGITS_SHAPE:
         raise RuntimeError(
-            f"the packaged digits file has shape {table.shape}, expected "
-            f"{_DIGITS_SHAPE}; reinstall ldm_np"
+            f"the packaged digits file has shape {table.shape}, expected {_DIGITS_SHAPE}; reinstall ldm_np"
         )
     pixels = table[:, :64].astype(dt) / 16.0  # [1797, 64]; a Python float keeps dt
-    labels = table[:, 64].copy()  # [1797]; copy so X's parent table can be freed
+    labels = table[:, 64].copy()  # [1797]; a copy, so the whole table can be freed
     return pixels, labels
 
 
@@ -150,13 +149,13 @@ def moons(n: int, *, seed: Seed = 0, noise: float = 0.1, dtype: Any = "float32")
         then centred and scaled.
     """
     n, noise, dt, rng = _start(n, seed, noise, dtype)
-    # One scale for both axes keeps the moons' shape: variance about 1.5 in x, 0.5 in y.
     lower = rng.integers(0, 2, size=n).astype(bool)  # [n]
     t = rng.uniform(0.0, np.pi, size=n)  # [n] angle along the half circle
     upper_xy = np.stack([np.cos(t), np.sin(t)], axis=1)  # [n, 2]
     lower_xy = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)  # [n, 2]
     points = np.where(lower[:, None], lower_xy, upper_xy)  # [n, 2]
     # Mean (1/2, 1/4); per-coordinate variance (3/4 + 9/16 - 1/pi) / 2 = 0.705^2.
+    # One scale for both axes keeps the moons' shape: variance about 1.5 in x, 0.5 in y.
     return _finish(points, (0.5, 0.25), 0.705, noise, rng, dt)
 
 
@@ -216,8 +215,8 @@ def checkerboard(n: int, *, seed: Seed = 0, noise: float = 0.0, dtype: Any = "fl
 
     Returns
     -------
-    points : array [n, 2] of ``dtype``, in a square of side 4 / (2/sqrt(3))
-        = 3.46 centred on 0.
+    points : array [n, 2] of ``dtype``, inside the square [-sqrt(3), sqrt(3)]^2
+        before noise.
     """
     n, noise, dt, rng = _start(n, seed, noise, dtype)
     dark = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0])  # [8, 2]
@@ -386,8 +385,10 @@ _KIND_NAMES = {
 def _read_npy(path: Path) -> np.ndarray:
     """Read a .npy file without ever unpickling it."""
     try:
-        # allow_pickle=False: unpickling a file can run arbitrary code.
-        x = np.load(path, allow_pickle=False)
+        # read_array parses only the .npy format (np.load would also try .npz
+        # and pickle), and allow_pickle=False because unpickling can run code.
+        with path.open("rb") as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
     except ValueError as err:
         if "Object arrays" in str(err):
             raise ValueError(
@@ -395,15 +396,9 @@ def _read_npy(path: Path) -> np.ndarray:
                 "ldm_np refuses to unpickle because that can run arbitrary code; "
                 "save a numeric array instead, e.g. np.save(path, x.astype('float32'))"
             ) from None
-        raise ValueError(f"{path}: is not a NumPy .npy file ({err})") from None
+        raise ValueError(f"{path}: is not a valid NumPy .npy file ({err})") from None
     except (OSError, EOFError) as err:
         raise ValueError(f"{path}: could not be read as a .npy file ({err})") from None
-    if isinstance(x, np.lib.npyio.NpzFile):  # np.load reads the file's magic, not its name
-        x.close()
-        raise ValueError(
-            f"{path}: is a .npz archive, not a .npy file; save one array with np.save"
-        )
-    return x
 
 
 def _read_csv(path: Path) -> np.ndarray:
@@ -442,13 +437,12 @@ def _check_loaded(x: np.ndarray, path: Path, dt: np.dtype) -> np.ndarray:
             f"{path}: contains {int(bad.sum())} NaN or infinite values "
             f"(the first at row {row}, column {col}); remove or replace them"
         )
-    out = x.astype(dt)
-    if not np.isfinite(out).all():  # e.g. 1e300 does not fit in float32
+    largest = np.abs(x).max()
+    if largest > np.finfo(dt).max:  # e.g. 1e300 does not fit in float32
         raise ValueError(
-            f"{path}: values up to {np.abs(x).max():.3g} overflow {dt.name}; "
-            "rescale the data or use dtype='float64'"
+            f"{path}: values up to {largest:.3g} overflow {dt.name}; rescale the data or use dtype='float64'"
         )
-    return out
+    return x.astype(dt)
 
 
 def load_array(path: str | os.PathLike[str], dtype: Any = "float32") -> np.ndarray:
@@ -547,6 +541,5 @@ def load_dataset(
     if name in _TOYS:
         return _TOYS[name](n, seed=seed, dtype=dtype), None
     raise ValueError(
-        f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}, "
-        "or a path to a .npy or .csv file"
+        f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}, or a path to a .npy or .csv file"
     )

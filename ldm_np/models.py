@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from .denoiser import Denoiser
-from .validation import check_int
 from .vae import Decoder, Encoder
+from .validation import check_int
 
 DEFAULTS = {
     "input_size": 287,

@@ -79,7 +79,9 @@ def make_schedule(
     if beta_end < beta_start:
         raise ValueError(f"beta_end ({beta_end}) must be >= beta_start ({beta_start})")
     if beta_end >= 1.0:
-        raise ValueError(f"beta_end must be < 1 (a beta of 1 destroys the signal in one step), got {beta_end}")
+        raise ValueError(
+            f"beta_end must be < 1 (a beta of 1 destroys the signal in one step), got {beta_end}"
+        )
     dt = check_dtype_name(dtype)
     xp = xp_for_device(device)
 
@@ -89,7 +91,11 @@ def make_schedule(
     alphas_cumprod_prev = np.concatenate([[1.0], alphas_cumprod[:-1]])
     posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
     # posterior_variance[0] is 0: log-clip with the next entry (as DDPM does).
-    log_var_source = np.concatenate([posterior_variance[1:2], posterior_variance[1:]]) if num_steps > 1 else np.array([1e-20])
+    log_var_source = (
+        np.concatenate([posterior_variance[1:2], posterior_variance[1:]])
+        if num_steps > 1
+        else np.array([1e-20])
+    )
     posterior_log_variance_clipped = np.log(np.maximum(log_var_source, 1e-20))
 
     terminal_signal = math.sqrt(alphas_cumprod[-1])

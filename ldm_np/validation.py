@@ -54,6 +54,8 @@ def check_float(
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (low_open and value == low)):
+        if high is None:
+            raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
         bracket = "(" if low_open else "["
         raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value}")
     if high is not None and value > high:
@@ -85,9 +87,7 @@ def check_array(
     """
     expected = "[" + ", ".join("batch" if s is None else str(s) for s in shape) + "]"
     if not _is_array(x):
-        raise TypeError(
-            f"{name} must be an array of shape {expected}, got {type(x).__name__}"
-        )
+        raise TypeError(f"{name} must be an array of shape {expected}, got {type(x).__name__}")
     if x.dtype.kind != "f":
         raise TypeError(
             f"{name} must be a floating-point array ({dtype or 'float32/float64'}), "
@@ -98,9 +98,7 @@ def check_array(
             f"{name} must have dtype {np.dtype(dtype).name} (the model's dtype), "
             f"got {x.dtype}; convert with .astype('{np.dtype(dtype).name}')"
         )
-    if x.ndim != len(shape) or any(
-        s is not None and s != n for s, n in zip(shape, x.shape, strict=True)
-    ):
+    if x.ndim != len(shape) or any(s is not None and s != n for s, n in zip(shape, x.shape, strict=True)):
         raise ValueError(f"{name} must have shape {expected}, got {list(x.shape)}")
     if any(n == 0 for n in x.shape):
         raise ValueError(f"{name} must not be empty, got shape {list(x.shape)}")
@@ -115,9 +113,7 @@ def check_timesteps(t: Any, name: str, *, batch: int | None, num_steps: int) -> 
     """Check integer timesteps ``t`` of shape [batch] with values in 0..num_steps-1."""
     expected = f"[{batch if batch is not None else 'batch'}]"
     if not _is_array(t):
-        raise TypeError(
-            f"{name} must be an integer array of shape {expected}, got {type(t).__name__}"
-        )
+        raise TypeError(f"{name} must be an integer array of shape {expected}, got {type(t).__name__}")
     if t.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array (timestep indices), got dtype {t.dtype}")
     if t.ndim != 1 or (batch is not None and t.shape[0] != batch):
@@ -127,7 +123,6 @@ def check_timesteps(t: Any, name: str, *, batch: int | None, num_steps: int) -> 
     lo, hi = int(t.min()), int(t.max())
     if lo < 0 or hi >= num_steps:
         raise ValueError(
-            f"{name} must lie in 0..{num_steps - 1} (num_steps={num_steps}), "
-            f"got values from {lo} to {hi}"
+            f"{name} must lie in 0..{num_steps - 1} (num_steps={num_steps}), got values from {lo} to {hi}"
         )
     return t

@@ -1,0 +1,1 @@
+"""Benchmarks of ldm_np against PyTorch eager: run ``python benchmarks/run.py``."""

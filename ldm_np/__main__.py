@@ -1,0 +1,8 @@
+"""``python -m ldm_np``: see ``ldm_np.cli``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
