@@ -507,6 +507,19 @@ class OtherLoad:
         return total - idle, total, t.user + t.system + t.children_user + t.children_system
 
 
+def wait_for_quiet(max_wait_s: float, threshold: float = 0.15, probe_s: float = 0.5) -> float:
+    """Wait (up to ``max_wait_s``) until other processes use under ``threshold`` of the machine.
+
+    Returns the seconds waited. Does nothing where /proc/stat is missing.
+    """
+    start = time.perf_counter()
+    while True:
+        with OtherLoad() as load:
+            time.sleep(probe_s)
+        if load.value is None or load.value < threshold or time.perf_counter() - start >= max_wait_s:
+            return time.perf_counter() - start
+
+
 def _settle(item: Timed, settle_s: float) -> None:
     time.sleep(settle_s)
     (item.settle or item.fn)()

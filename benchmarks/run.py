@@ -66,6 +66,7 @@ class Config:
     sample_repeats: int
     memory_batch: int
     memory_steps: int
+    wait_quiet: float
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -83,6 +84,7 @@ class Config:
                 sample_repeats=1,
                 memory_batch=256,
                 memory_steps=2,
+                wait_quiet=args.wait_quiet,
             )
         return cls(
             device=args.device,
@@ -97,6 +99,7 @@ class Config:
             sample_repeats=1,
             memory_batch=1024,
             memory_steps=3,
+            wait_quiet=args.wait_quiet,
         )
 
 
@@ -186,6 +189,8 @@ class Bench:
             items.append(harness.Timed("matmul", "numpy", plan, self.sync))
         if torch_fn is not None:
             items.append(harness.Timed("torch", "torch", torch_fn, self.tsync, torch_settle))
+        if self.cfg.wait_quiet:
+            harness.wait_for_quiet(self.cfg.wait_quiet)
         with harness.OtherLoad() as load:
             stats = harness.time_interleaved(items, repeats or self.cfg.repeats, warmup=warmup)
         matmul = stats.get("matmul")
@@ -475,6 +480,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=0, help="timed rounds per row (default 7, --quick 2)")
     p.add_argument(
         "--no-torch", action="store_true", help="skip the PyTorch column even if torch is importable"
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each row, wait up to S seconds for other processes to leave the CPUs idle",
     )
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
     p.add_argument("--memory-batch", type=int, default=1024, help=argparse.SUPPRESS)

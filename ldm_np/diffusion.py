@@ -46,7 +46,8 @@ PREDICTION_TYPES = ("epsilon", "sample", "v")
 def check_prediction_type(prediction_type: Any, name: str = "prediction_type") -> str:
     """Return ``prediction_type`` if it is one of ``PREDICTION_TYPES``, else ValueError."""
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"{name} must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        hint = " (diffusers' 'v_prediction' is 'v' here)" if prediction_type == "v_prediction" else ""
+        raise ValueError(f"{name} must be one of {PREDICTION_TYPES}, got {prediction_type!r}{hint}")
     return prediction_type
 
 
@@ -87,12 +88,6 @@ def gather(values: Any, t: Any) -> Any:
     if isinstance(t, numbers.Integral):
         return values[t]
     return values[t][:, None]  # [batch, 1]
-
-
-def _one_minus_alphas_cumprod(schedule: dict[str, Any], t: Any) -> Any:
-    """1 - ab_t from the float64-computed sqrt(1 - ab_t) (see the module docstring)."""
-    s = gather(schedule["sqrt_one_minus_alphas_cumprod"], t)
-    return s * s
 
 
 def check_samples(x: Any, name: str, dtype: Any) -> Any:
@@ -171,6 +166,7 @@ def log_snr(schedule: dict[str, Any], t: Any) -> Any:
 
 
 def _flat_one_minus(schedule: dict[str, Any], t: Any) -> Any:
+    """1 - ab_t as [batch] (not [batch, 1]), from the float64-computed sqrt(1 - ab_t)."""
     s = schedule["sqrt_one_minus_alphas_cumprod"][t]
     return s * s
 

@@ -119,6 +119,13 @@ def frechet_distance_gaussians(mu1: Any, cov1: Any, mu2: Any, cov2: Any) -> floa
     Returns
     -------
     The distance as a Python float, >= 0 (computed in float64).
+
+    Notes
+    -----
+    Precision: an eigenvalue of M that should be 0 comes out as rounding
+    noise of size ~1e-16 ||M||, and its square root as ~1e-8 ||M||^(1/2).
+    With singular covariances the result is therefore good to about 1e-8
+    relative, not 1e-15; any matrix square root shares this limit.
     """
     mus, covs = [], []
     for name, mu in (("mu1", mu1), ("mu2", mu2)):

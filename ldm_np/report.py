@@ -10,7 +10,6 @@ import numpy as np
 
 from . import figures
 from .backend import to_numpy
-from .diffusion import q_sample
 from .schedules import make_schedule
 
 FORWARD_TIMESTEPS = (0, 50, 100, 200, 400, 600, 999)
@@ -67,22 +66,17 @@ def write_figures(
     paths.append(out / "reconstructions.png")
     figures.reconstructions(real[:16], x_hat, shape, path=paths[-1])
 
-    z0 = model.encode(real[:6])
-    xp = model.xp
-    noisy = []
-    for t in FORWARD_TIMESTEPS:
-        tt = xp.full(z0.shape[0], t, dtype=xp.int64)
-        noise = xp.asarray(rng.standard_normal(z0.shape).astype(z0.dtype))
-        noisy.append(decode(q_sample(model.schedule, z0, tt, noise)))
     paths.append(out / "forward_noising.png")
+    z0 = to_numpy(model.encode(real[:6]))
     figures.forward_noising(
-        np.stack(noisy, axis=1), model.schedule, FORWARD_TIMESTEPS, shape=shape, path=paths[-1]
+        z0, to_numpy(model.schedule), FORWARD_TIMESTEPS, shape=shape, decode=decode, path=paths[-1], seed=seed
     )
 
     frames = [decode(tr.x0_hat[:8]) for tr in traces]
     steps = [int(tr.t) for tr in traces]
+    keep = np.unique(np.linspace(0, len(frames) - 1, 10).round().astype(int))  # 10 columns
     paths.append(out / "reverse_process.png")
-    figures.reverse_process(frames, steps, shape, path=paths[-1])
+    figures.reverse_process([frames[i] for i in keep], [steps[i] for i in keep], shape, path=paths[-1])
     paths.append(out / "reverse_process.gif")
     figures.reverse_process_gif(frames, steps, shape, paths[-1])
     return paths

@@ -123,11 +123,11 @@ def previous_timesteps(timesteps: Any) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample, t_name="t"):
+def _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample):
     check_prediction_type(prediction_type)
     check_samples(x_t, "x_t", schedule["alphas_cumprod"].dtype)
     check_array(model_output, "model_output", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
-    t = check_t(t, t_name, batch=x_t.shape[0], num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=x_t.shape[0], num_steps=schedule["num_steps"])
     if clip_sample is not None:
         clip_sample = check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
     return t, clip_sample
@@ -247,7 +247,8 @@ def ddim_step(
     """
     t, clip_sample = _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample)
     t_prev = check_t(t_prev, "t_prev", batch=x_t.shape[0], num_steps=schedule["num_steps"], low=-1)
-    if isinstance(t, int) and isinstance(t_prev, int) and t_prev >= t:
+    # Host values only (ints, NumPy arrays): comparing CuPy arrays would sync.
+    if get_array_module(t, t_prev) is np and np.any(np.asarray(t_prev) >= np.asarray(t)):
         raise ValueError(f"t_prev must be < t (DDIM steps go towards t = 0), got t={t}, t_prev={t_prev}")
     eta = check_float(eta, "eta", low=0.0, high=1.0)
     final_alpha_cumprod = check_float(
@@ -300,8 +301,8 @@ def _ddim_update(
         sigma = eta * xp.sqrt(one_minus_prev / one_minus_t * pair_beta)
     else:
         sigma = xp.zeros((), dtype=x_t.dtype)
-    # Clamp at 0: with eta = 1 the two terms can cancel exactly, and rounding
-    # must not turn that into the square root of a tiny negative number.
+    # sigma^2 <= 1 - ab_prev, with equality only where ab_prev = 1 (the last
+    # step with eta = 1); clamp so rounding cannot give sqrt of a negative.
     direction = xp.sqrt(xp.maximum(one_minus_prev - sigma * sigma, 0.0))
     x_prev = xp.sqrt(ab_prev) * x0_hat + direction * eps_hat  # [batch, latent]
     if eta > 0:

@@ -57,8 +57,8 @@ def float_arrays(shape: Any, bound: float = 3.0) -> st.SearchStrategy[np.ndarray
     return hnp.arrays(np.float64, shape, elements=bounded_floats(bound))
 
 
-def checkable_floats(bound: float = 2.0, smallest: float = 0.1) -> st.SearchStrategy[float]:
-    """float64 values that are 0 or have magnitude in [smallest, bound].
+def checkable_floats(bound: float = 2.0, smallest: float = 0.1, zero: bool = True) -> st.SearchStrategy[float]:
+    """float64 values that are 0 (if ``zero``) or have magnitude in [smallest, bound].
 
     Central differences carry an absolute rounding error of about
     eps * |f| / h ~ 1e-10 |f|, whatever the gradient's size. An array whose
@@ -67,12 +67,15 @@ def checkable_floats(bound: float = 2.0, smallest: float = 0.1) -> st.SearchStra
     Zero itself is exact and stays in.
     """
     magnitude = st.floats(smallest, bound, allow_nan=False, allow_infinity=False, width=64)
-    return st.one_of(st.just(0.0), magnitude, magnitude.map(lambda v: -v))
+    signed = st.one_of(magnitude, magnitude.map(lambda v: -v))
+    return st.one_of(st.just(0.0), signed) if zero else signed
 
 
-def checkable_arrays(shape: Any, bound: float = 2.0) -> st.SearchStrategy[np.ndarray]:
+def checkable_arrays(
+    shape: Any, bound: float = 2.0, smallest: float = 0.1, zero: bool = True
+) -> st.SearchStrategy[np.ndarray]:
     """float64 arrays for gradient checks (see ``checkable_floats``)."""
-    return hnp.arrays(np.float64, shape, elements=checkable_floats(bound))
+    return hnp.arrays(np.float64, shape, elements=checkable_floats(bound, smallest, zero))
 
 
 @st.composite

@@ -117,7 +117,7 @@ def batch_case(draw_):
     return t, x0, noise
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None)
 @given(case=batch_case(), prediction_type=st.sampled_from(PREDICTION_TYPES))
 def test_targets_convert_back_to_x0_and_noise(case, prediction_type):
     t, x0, noise = case
@@ -132,7 +132,7 @@ def test_targets_convert_back_to_x0_and_noise(case, prediction_type):
     )
 
 
-@settings(deadline=None, max_examples=60)
+@settings(deadline=None)
 @given(
     case=batch_case(),
     pair=st.sampled_from(list(itertools.permutations(PREDICTION_TYPES, 2))),

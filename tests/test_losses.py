@@ -57,8 +57,11 @@ def test_kl_divergence_is_zero_for_the_prior():
 
 @given(data=st.data(), shape=shapes, dloss=st.sampled_from([1.0, 0.37, -2.0]))
 def test_kl_divergence_backward(data, shape, dloss):
-    mu = data.draw(checkable_arrays(shape), label="mu")
-    log_var = data.draw(checkable_arrays(shape), label="log_var")
+    # log_var = 0 exactly (the prior) makes dlog_var exactly 0 while the mu^2 terms leave
+    # ~1e-9 of rounding noise in the numerical gradient: that point is checked exactly in
+    # test_kl_divergence_is_zero_for_the_prior, and here |log_var| >= 0.5.
+    mu = data.draw(checkable_arrays(shape, smallest=0.5), label="mu")
+    log_var = data.draw(checkable_arrays(shape, smallest=0.5, zero=False), label="log_var")
     dmu, dlog_var = kl_divergence_backward(mu, log_var, dloss)
     num_mu = numerical_gradient(lambda: dloss * kl_divergence(mu, log_var), mu)
     num_lv = numerical_gradient(lambda: dloss * kl_divergence(mu, log_var), log_var)

@@ -84,7 +84,7 @@ def test_timesteps_for_every_n(T, spacing):
         check_timestep_list(T, N, spacing)
 
 
-@settings(deadline=None, max_examples=200)
+@settings(deadline=None)
 @given(data=st.data(), spacing=st.sampled_from(SPACINGS))
 def test_timesteps_property_for_any_t(data, spacing):
     T = data.draw(st.integers(1, 5000), label="T")
@@ -354,6 +354,8 @@ def test_step_errors_name_the_argument():
         ddim_step(s, eps, 5, 5, x_t)
     with pytest.raises(ValueError, match="t_prev"):
         ddim_step(s, eps, 5, -2, x_t)
+    with pytest.raises(ValueError, match="t_prev"):
+        ddim_step(s, eps, np.array([5, 3]), np.array([2, 3]), x_t)
     with pytest.raises(ValueError, match="prediction_type"):
         ddim_step(s, eps, 5, 2, x_t, prediction_type="v_prediction")
     with pytest.raises(ValueError, match="variance_type"):
