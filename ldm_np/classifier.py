@@ -92,7 +92,16 @@ class Classifier(Module):
 
     Two hidden SiLU layers of ``hidden_size``; the second one's activations
     are the ``features``. Lives on the host (NumPy): it serves metrics, which
-    run outside the training loop.
+    run outside the training loop; CuPy inputs to ``features``, ``predict``
+    and ``accuracy`` are copied to the host.
+
+    Parameters
+    ----------
+    input_size : features per input row (64 for the 8x8 digits).
+    num_classes : number of classes, >= 2.
+    hidden_size : width of both hidden layers, and of the features.
+    seed : int, the Glorot-uniform initial weights (biases start at 0).
+    dtype : "float32" or "float64" (float64 for gradient checks).
     """
 
     def __init__(
@@ -202,6 +211,10 @@ class Classifier(Module):
         lr : peak learning rate.
         weight_decay : L2 penalty added to the gradients (Adam's form).
         seed : int, the order of the batches.
+
+        Returns
+        -------
+        self, so ``Classifier(...).fit(...)`` reads as one expression.
         """
         X = self._inputs(X)
         labels = self._labels(labels, X.shape[0])

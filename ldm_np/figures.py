@@ -84,11 +84,15 @@ def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
 
 
 def _finish(fig: Figure, path: Any) -> Figure:
-    """Save ``fig`` as a PNG at ``path`` (if given) and close it."""
+    """Save ``fig`` at ``path`` (if given) and close it.
+
+    The format follows the suffix (".png" as intended; ".pdf" or ".svg" work
+    too) and is PNG when there is none. Missing folders are created.
+    """
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", format="png")
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", format=None if path.suffix else "png")
         plt.close(fig)
     return fig
 
@@ -274,7 +278,9 @@ def image_grid(
     rows, cols = tiles.shape[:2]
     labels = _check_labels(row_labels, rows, "row_labels")
     size = _tile_inches(h, w)
-    fig = plt.figure(figsize=(cols * size + (1.2 if labels else 0.3), rows * size + 0.7), layout="constrained")
+    fig = plt.figure(
+        figsize=(cols * size + (1.2 if labels else 0.3), rows * size + 0.7), layout="constrained"
+    )
     ax = fig.add_subplot()
     _draw_tiles(ax, tiles, value_range=value_range, row_labels=labels)
     if title:
@@ -308,9 +314,12 @@ def real_vs_generated(
     rows = max(g.shape[0] for g in grids)
     cols = sum(g.shape[1] for g in grids)
     fig, axes = plt.subplots(
-        1, 2, figsize=(cols * size + 0.8, rows * size + 0.8), layout="constrained",
+        1,
+        2,
+        figsize=(cols * size + 0.8, rows * size + 0.8),
+        layout="constrained",
         gridspec_kw={"width_ratios": [g.shape[1] for g in grids]},
-    )  # fmt: skip
+    )
     names = (f"Real data (n = {len(real_imgs)})", f"Generated (n = {len(gen_imgs)})")
     for ax, tiles, name, color in zip(axes, grids, names, (REAL_COLOR, GENERATED_COLOR)):
         _draw_tiles(ax, tiles, value_range=value_range)
@@ -336,7 +345,9 @@ def reconstructions(
     orig = _as_images(x, "x", shape)  # [n, h, w]
     recon = _as_images(x_hat, "x_hat", shape)
     if orig.shape != recon.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {list(orig.shape)} and {list(recon.shape)}")
+        raise ValueError(
+            f"x and x_hat must have the same shape, got {list(orig.shape)} and {list(recon.shape)}"
+        )
     n, h, w = orig.shape
     cols = min(n, columns)
     top = _grid_tiles(orig, None, cols)  # [pairs, cols, h, w]
@@ -387,15 +398,22 @@ def loss_curves(histories: Mapping[str, Sequence[tuple[int, float]]], path: Any 
         curves[str(stage)] = arr
     cols = min(3, len(curves))
     rows = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.2 * rows), layout="constrained", squeeze=False
+    )
     for ax, (stage, arr) in zip(axes.flat, curves.items()):
         steps, values = arr[:, 0], arr[:, 1]
         finite = values[np.isfinite(values)]
         if len(values) > 100:
             window = max(5, len(values) // 50)
             ax.plot(steps, values, color=REAL_COLOR, alpha=0.3, lw=0.8, label="loss")
-            ax.plot(steps, _moving_average(values, window), color=REAL_COLOR, lw=1.8,
-                    label=f"moving average ({window} points)")  # fmt: skip
+            ax.plot(
+                steps,
+                _moving_average(values, window),
+                color=REAL_COLOR,
+                lw=1.8,
+                label=f"moving average ({window} points)",
+            )
             ax.legend(loc="upper right")
         else:
             ax.plot(steps, values, color=REAL_COLOR, lw=1.5, marker="." if len(values) < 30 else None)
@@ -491,11 +509,24 @@ def forward_noising(
     xt = np.sqrt(a) * x0[None] + np.sqrt(1.0 - a) * eps[None]  # [k, n, features]
 
     if x0.shape[1] == 2 and decode is None and shape is None:
-        fig, axes = plt.subplots(1, len(t), figsize=(2.6 * len(t) + 0.4, 3.6), layout="constrained",
-                                 sharex=True, sharey=True, squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            1,
+            len(t),
+            figsize=(2.6 * len(t) + 0.4, 3.6),
+            layout="constrained",
+            sharex=True,
+            sharey=True,
+            squeeze=False,
+        )
         for ax, points, ti in zip(axes[0], xt, t):
-            ax.scatter(points[:, 0], points[:, 1], s=max(1.0, min(12.0, 3000 / len(points))),
-                       color=REAL_COLOR, alpha=0.6, linewidths=0)  # fmt: skip
+            ax.scatter(
+                points[:, 0],
+                points[:, 1],
+                s=max(1.0, min(12.0, 3000 / len(points))),
+                color=REAL_COLOR,
+                alpha=0.6,
+                linewidths=0,
+            )
             ax.set_title(_alpha_label(ti, ab[ti]))
             ax.set_aspect("equal", adjustable="box")
             ax.set_xlabel("$x_1$")
@@ -521,9 +552,13 @@ def forward_noising(
     size = _tile_inches(h, w, headers=True)
     fig = plt.figure(figsize=(len(t) * size + 2.2, tiles.shape[0] * size + 1.2), layout="constrained")
     ax = fig.add_subplot()
-    im = _draw_tiles(ax, tiles, value_range=value_range,
-                     row_labels=[f"example {i + 1}" for i in range(tiles.shape[0])],
-                     col_labels=[_alpha_label(ti, ab[ti]) for ti in t])  # fmt: skip
+    im = _draw_tiles(
+        ax,
+        tiles,
+        value_range=value_range,
+        row_labels=[f"example {i + 1}" for i in range(tiles.shape[0])],
+        col_labels=[_alpha_label(ti, ab[ti]) for ti in t],
+    )
     fig.colorbar(im, ax=ax, shrink=0.8, label="pixel value")
     ax.set_title(title)
     return _finish(fig, path)
@@ -567,8 +602,13 @@ def reverse_process(
     size = _tile_inches(h, w, headers=True)
     fig = plt.figure(figsize=(k * size + 1.0, n * size + 1.0), layout="constrained")
     ax = fig.add_subplot()
-    _draw_tiles(ax, tiles, value_range=value_range, row_labels=[f"sample {i + 1}" for i in range(n)],
-                col_labels=[f"t = {ti}" for ti in t])  # fmt: skip
+    _draw_tiles(
+        ax,
+        tiles,
+        value_range=value_range,
+        row_labels=[f"sample {i + 1}" for i in range(n)],
+        col_labels=[f"t = {ti}" for ti in t],
+    )
     ax.set_title(r"Reverse process: estimate of $x_0$ at each step (noise $\rightarrow$ sample)")
     return _finish(fig, path)
 
@@ -598,7 +638,7 @@ def reverse_process_gif(
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
     images = _frames_to_images(frames, shape, decode)  # [k, n, h, w]
     t = _timesteps(timesteps, None, images.shape[0])
-    k, n, h, w = images.shape
+    k, _, h, w = images.shape
     grids = [_grid_tiles(frame, None) for frame in images]  # k x [rows, cols, h, w]
     rows, cols = grids[0].shape[:2]
     size = max(0.6, _tile_inches(h, w))  # a GIF has no zoom: a little larger than a PNG's tiles
@@ -652,8 +692,9 @@ def guidance_grid(
     size = _tile_inches(h, w, headers=True)
     fig = plt.figure(figsize=(len(scales) * size + 1.2, n * size + 1.0), layout="constrained")
     ax = fig.add_subplot()
-    _draw_tiles(ax, tiles, value_range=value_range, row_labels=labels,
-                col_labels=[f"w = {s:g}" for s in scales])  # fmt: skip
+    _draw_tiles(
+        ax, tiles, value_range=value_range, row_labels=labels, col_labels=[f"w = {s:g}" for s in scales]
+    )
     ax.set_title("Guidance scale w, left to right (same seed in each row)")
     return _finish(fig, path)
 
@@ -664,9 +705,7 @@ def guidance_grid(
 
 
 @_styled
-def latent_scatter(
-    z: Any, labels: Any = None, path: Any = None, *, title: str = "Latent space"
-) -> Figure:
+def latent_scatter(z: Any, labels: Any = None, path: Any = None, *, title: str = "Latent space") -> Figure:
     """Latent codes as a 2-D scatter, coloured by label.
 
     z : array [n, latent], latent >= 2. With latent > 2 the points are
@@ -701,13 +740,19 @@ def latent_scatter(
             cmap = matplotlib.colormaps["tab10" if classes.size <= 10 else "tab20"]
             for i, c in enumerate(classes):
                 mask = lab == c
-                ax.scatter(xy[mask, 0], xy[mask, 1], s=size, color=cmap(i), alpha=0.7, linewidths=0,
-                           label=str(c))  # fmt: skip
-            ax.legend(title="label", markerscale=max(1.0, 30 / size) ** 0.5, loc="center left",
-                      bbox_to_anchor=(1.0, 0.5))  # fmt: skip
+                ax.scatter(
+                    xy[mask, 0], xy[mask, 1], s=size, color=cmap(i), alpha=0.7, linewidths=0, label=str(c)
+                )
+            ax.legend(
+                title="label",
+                markerscale=max(1.0, 30 / size) ** 0.5,
+                loc="center left",
+                bbox_to_anchor=(1.0, 0.5),
+            )
         else:
-            points = ax.scatter(xy[:, 0], xy[:, 1], s=size, c=lab.astype(np.float64), cmap="viridis",
-                                alpha=0.8, linewidths=0)  # fmt: skip
+            points = ax.scatter(
+                xy[:, 0], xy[:, 1], s=size, c=lab.astype(np.float64), cmap="viridis", alpha=0.8, linewidths=0
+            )
             fig.colorbar(points, ax=ax, label="label")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
@@ -729,7 +774,9 @@ def scatter_2d(real: Any, generated: Any, path: Any = None) -> Figure:
     size_g = max(1.0, min(12.0, 3000 / len(g)))
     ax_r.scatter(r[:, 0], r[:, 1], s=size_r, color=REAL_COLOR, alpha=0.6, linewidths=0, label="real")
     ax_g.scatter(r[:, 0], r[:, 1], s=size_r, color="0.8", linewidths=0, label="real (for reference)")
-    ax_g.scatter(g[:, 0], g[:, 1], s=size_g, color=GENERATED_COLOR, alpha=0.6, linewidths=0, label="generated")
+    ax_g.scatter(
+        g[:, 0], g[:, 1], s=size_g, color=GENERATED_COLOR, alpha=0.6, linewidths=0, label="generated"
+    )
     ax_r.set_title(f"Real data (n = {len(r)})", color=REAL_COLOR, fontweight="bold")
     ax_g.set_title(f"Generated (n = {len(g)})", color=GENERATED_COLOR, fontweight="bold")
     for ax in (ax_r, ax_g):

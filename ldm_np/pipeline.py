@@ -414,6 +414,7 @@ class LatentDiffusion:
         seed: int = 0,
         labels: Any = None,
         guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
         use_ema: bool = True,
         return_latents: bool = False,
         return_trajectory: bool = False,
@@ -422,12 +423,15 @@ class LatentDiffusion:
     ) -> Any:
         """Draw z_T ~ N(0, I), denoise it, decode it: samples [num_samples, input_size].
 
-        ``labels`` (class-conditional models) with ``guidance_scale`` w apply
-        classifier-free guidance: eps = eps_uncond + w (eps_cond - eps_uncond).
+        ``labels`` (class-conditional models: an int or ints [num_samples])
+        with ``guidance_scale`` w apply classifier-free guidance,
+        out = out_uncond + w (out_cond - out_uncond), optionally rescaled by
+        ``guidance_rescale`` phi (see ``ldm_np.guidance``). Without labels a
+        conditional model samples with its null label (unconditionally).
         """
         num_samples = check_int(num_samples, "num_samples")
         model = self.ema_denoiser if use_ema else self.denoiser
-        fn = self._model_fn(model, labels, guidance_scale, num_samples)
+        fn = self._model_fn(model, labels, guidance_scale, num_samples, guidance_rescale)
         rng = default_rng(seed, self.xp)
         out = run_sampler(
             fn,
@@ -451,20 +455,62 @@ class LatentDiffusion:
             return (*result, traces) if isinstance(result, tuple) else (result, traces)
         return result
 
-    def _model_fn(self, model: Denoiser, labels: Any, guidance_scale: float, n: int) -> Any:
+    def _model_fn(
+        self, model: Denoiser, labels: Any, guidance_scale: float, n: int, guidance_rescale: float = 0.0
+    ) -> Any:
         c = self.config
+        if labels is None and (guidance_scale != 1.0 or guidance_rescale != 0.0):
+            raise ValueError(
+                f"guidance_scale={guidance_scale} / guidance_rescale={guidance_rescale} need labels "
+                "(classifier-free guidance steers towards a class)"
+            )
         if c.num_classes is None:
             if labels is not None:
                 raise ValueError("labels were given, but the model is unconditional (num_classes=None)")
             return model.forward
-        from .guidance import classifier_free_guidance_fn
-
         if labels is None:
             null = self.xp.full(n, model.null_label, dtype=self.xp.int64)
             return lambda z_t, t: model.forward(z_t, t, null)
+        from .guidance import classifier_free_guidance_fn
+
         y = self._prepare_labels(labels if np.ndim(to_numpy(labels)) else np.full(n, int(labels)), n)
         return classifier_free_guidance_fn(
-            model, y, guidance_scale, prediction_type=c.prediction_type, schedule=self.schedule
+            model,
+            y,
+            guidance_scale,
+            prediction_type=c.prediction_type,
+            schedule=self.schedule,
+            guidance_rescale=guidance_rescale,
+        )
+
+    def inpaint(
+        self,
+        x_known: Any,
+        mask: Any,
+        *,
+        guidance_strength: float | None = None,
+        num_inference_steps: int = 50,
+        seed: int = 0,
+        labels: Any = None,
+        guidance_scale: float = 1.0,
+    ) -> Any:
+        """Fill in the unknown part (mask = 0) of ``x_known`` [n, input]: samples [n, input].
+
+        Reconstruction guidance through the decoder at every DDIM step; see
+        ``ldm_np.guidance.inpaint`` (``guidance_strength`` None = its default).
+        """
+        from .guidance import DEFAULT_INPAINT_STRENGTH, inpaint
+
+        strength = DEFAULT_INPAINT_STRENGTH if guidance_strength is None else guidance_strength
+        return inpaint(
+            self,
+            x_known,
+            mask,
+            guidance_strength=strength,
+            num_inference_steps=num_inference_steps,
+            seed=seed,
+            labels=labels,
+            guidance_scale=guidance_scale,
         )
 
     # ------------------------------------------------------------------ checkpoints

@@ -12,7 +12,8 @@ from . import figures
 from .backend import to_numpy
 from .schedules import make_schedule
 
-FORWARD_TIMESTEPS = (0, 50, 100, 200, 400, 600, 999)
+# Where along the schedule the forward-noising figure looks, as fractions of T - 1.
+FORWARD_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 1.0)
 
 
 def write_figures(
@@ -68,8 +69,9 @@ def write_figures(
 
     paths.append(out / "forward_noising.png")
     z0 = to_numpy(model.encode(real[:6]))
+    forward_steps = [round(f * (model.config.num_steps - 1)) for f in FORWARD_FRACTIONS]
     figures.forward_noising(
-        z0, to_numpy(model.schedule), FORWARD_TIMESTEPS, shape=shape, decode=decode, path=paths[-1], seed=seed
+        z0, to_numpy(model.schedule), forward_steps, shape=shape, decode=decode, path=paths[-1], seed=seed
     )
 
     frames = [decode(tr.x0_hat[:8]) for tr in traces]

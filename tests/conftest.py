@@ -17,6 +17,11 @@ Strategies and helpers are imported by the test modules with
 from __future__ import annotations
 
 import os
+
+# One BLAS thread per test process: the tests use small matrices, and on a
+# shared 2-core machine two OpenBLAS threads fighting other work made some
+# tests 3-5x slower. Set before NumPy is imported; subprocesses inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from typing import Any
 
 import numpy as np

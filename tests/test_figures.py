@@ -6,14 +6,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display in tests; must come before pyplot is imported
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from PIL import Image  # noqa: E402  (Pillow ships with matplotlib)
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image  # Pillow ships with matplotlib
 
-from ldm_np import figures  # noqa: E402
-from ldm_np.schedules import make_schedule  # noqa: E402
+from ldm_np import figures
+from ldm_np.schedules import make_schedule
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 RNG = np.random.default_rng(0)
@@ -50,27 +50,52 @@ def all_figures(tmp_path, schedule):
     frames = [IMAGES[:4] * k / 4 for k in range(5)]
     return [
         ("grid.png", lambda p: figures.image_grid(IMAGES, title="grid", path=p)),
-        ("grid_3d.png", lambda p: figures.image_grid(IMAGES.reshape(-1, 8, 8), nrows=3,
-                                                     row_labels=["a", "b", "c"], path=p)),
+        (
+            "grid_3d.png",
+            lambda p: figures.image_grid(
+                IMAGES.reshape(-1, 8, 8), nrows=3, row_labels=["a", "b", "c"], path=p
+            ),
+        ),
         ("real_vs_generated.png", lambda p: figures.real_vs_generated(IMAGES, IMAGES[:7], (8, 8), path=p)),
         ("reconstructions.png", lambda p: figures.reconstructions(IMAGES, IMAGES[::-1], (8, 8), path=p)),
-        ("loss_curves.png", lambda p: figures.loss_curves(
-            {"vae": [(i, 1.0 / (i + 1)) for i in range(300)], "denoiser": [(0, 0.5), (10, -0.1)]}, path=p)),
-        ("forward_images.png", lambda p: figures.forward_noising(IMAGES[:3], schedule, [0, 50, 99], (8, 8), path=p)),
-        ("forward_latents.png", lambda p: figures.forward_noising(
-            RNG.standard_normal((3, 4)), schedule, [0, 99], decode=decode, path=p)),
+        (
+            "loss_curves.png",
+            lambda p: figures.loss_curves(
+                {"vae": [(i, 1.0 / (i + 1)) for i in range(300)], "denoiser": [(0, 0.5), (10, -0.1)]}, path=p
+            ),
+        ),
+        (
+            "forward_images.png",
+            lambda p: figures.forward_noising(IMAGES[:3], schedule, [0, 50, 99], (8, 8), path=p),
+        ),
+        (
+            "forward_latents.png",
+            lambda p: figures.forward_noising(
+                RNG.standard_normal((3, 4)), schedule, [0, 99], decode=decode, path=p
+            ),
+        ),
         ("forward_points.png", lambda p: figures.forward_noising(POINTS, schedule, [0, 20, 99], path=p)),
         ("reverse.png", lambda p: figures.reverse_process(frames, [80, 60, 40, 20, 0], (8, 8), path=p)),
-        ("latent_pca.png", lambda p: figures.latent_scatter(RNG.standard_normal((50, 5)),
-                                                            RNG.integers(0, 3, 50), path=p)),
+        (
+            "latent_pca.png",
+            lambda p: figures.latent_scatter(RNG.standard_normal((50, 5)), RNG.integers(0, 3, 50), path=p),
+        ),
         ("latent_2d.png", lambda p: figures.latent_scatter(POINTS, POINTS[:, 0], path=p)),
         ("latent_plain.png", lambda p: figures.latent_scatter(POINTS, path=p)),
-        ("schedules.png", lambda p: figures.schedule_plot(
-            {"linear": schedule, "cosine": make_schedule(100, kind="cosine")}, path=p)),
+        (
+            "schedules.png",
+            lambda p: figures.schedule_plot(
+                {"linear": schedule, "cosine": make_schedule(100, kind="cosine")}, path=p
+            ),
+        ),
         ("scatter.png", lambda p: figures.scatter_2d(POINTS, POINTS[:50] + 0.5, path=p)),
-        ("guidance.png", lambda p: figures.guidance_grid({3.0: IMAGES[:4], 0.0: IMAGES[4:8]}, (8, 8),
-                                                         row_labels="0123", path=p)),
-    ]  # fmt: skip
+        (
+            "guidance.png",
+            lambda p: figures.guidance_grid(
+                {3.0: IMAGES[:4], 0.0: IMAGES[4:8]}, (8, 8), row_labels="0123", path=p
+            ),
+        ),
+    ]
 
 
 def test_every_figure_writes_a_png_and_returns_a_figure(tmp_path, schedule):
@@ -132,7 +157,10 @@ def test_forward_noising_uses_the_seed(tmp_path, schedule):
         (lambda s: figures.reverse_process([IMAGES, IMAGES[:3]], [1, 0], (8, 8)), "same shape"),
         (lambda s: figures.reverse_process([], [], (8, 8)), "non-empty"),
         (lambda s: figures.latent_scatter(np.zeros((5, 1))), "at least 2 columns"),
-        (lambda s: figures.latent_scatter(np.zeros((5, 3)), labels=np.zeros(4)), r"labels must have shape \[5\]"),
+        (
+            lambda s: figures.latent_scatter(np.zeros((5, 3)), labels=np.zeros(4)),
+            r"labels must have shape \[5\]",
+        ),
         (lambda s: figures.schedule_plot({"x": {"num_steps": 3}}), "alphas_cumprod"),
         (lambda s: figures.scatter_2d(np.zeros((5, 3)), POINTS), "real must have 2 features"),
         (lambda s: figures.scatter_2d(POINTS, np.zeros((5,))), "generated must be a non-empty 2-D"),

@@ -89,7 +89,9 @@ def test_fd_gaussians_is_rotation_invariant_and_symmetric(rank, rel):
     mu1, mu2 = rng.standard_normal(6), rng.standard_normal(6)
     q = random_rotation(6, seed=3)
     base = frechet_distance_gaussians(mu1, s1, mu2, s2)
-    assert frechet_distance_gaussians(q @ mu1, q @ s1 @ q.T, q @ mu2, q @ s2 @ q.T) == pytest.approx(base, rel=rel)
+    assert frechet_distance_gaussians(q @ mu1, q @ s1 @ q.T, q @ mu2, q @ s2 @ q.T) == pytest.approx(
+        base, rel=rel
+    )
     assert frechet_distance_gaussians(mu2, s2, mu1, s1) == pytest.approx(base, rel=rel)
 
 
@@ -173,7 +175,9 @@ def test_metrics_accept_device_arrays_by_copying_to_host():
     a, b = rng.standard_normal((40, 3)), rng.standard_normal((30, 3))
     assert frechet_distance(FakeDeviceArray(a), FakeDeviceArray(b)) == frechet_distance(a, b)
     assert mmd(FakeDeviceArray(a), FakeDeviceArray(b)) == mmd(a, b)
-    np.testing.assert_array_equal(nearest_distance(FakeDeviceArray(a), FakeDeviceArray(b)), nearest_distance(a, b))
+    np.testing.assert_array_equal(
+        nearest_distance(FakeDeviceArray(a), FakeDeviceArray(b)), nearest_distance(a, b)
+    )
 
 
 @pytest.mark.parametrize("fn", [frechet_distance, mmd, nearest_distance])

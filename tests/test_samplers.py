@@ -419,21 +419,21 @@ def test_trajectory_callback_and_trace():
         model,
         S1000,
         3,
-        num_inference_steps=10,
+        num_inference_steps=13,  # 1000 / 13 is not an integer: t - T // N would be wrong
         spacing="trailing",
         rng=np.random.default_rng(6),
         shape=2,
         callback=seen.append,
         return_trajectory=True,
     )
-    ts = inference_timesteps(1000, 10, "trailing")
+    ts = inference_timesteps(1000, 13, "trailing")
     assert [tr.t for tr in traces] == ts.tolist()
     assert [tr.t_prev for tr in traces] == previous_timesteps(ts).tolist()
     assert seen == traces and all(isinstance(tr, StepTrace) for tr in traces)
     np.testing.assert_array_equal(traces[-1].x_prev, x0)
     assert float(traces[-1].alpha_cumprod_prev) == 1.0  # final_alpha_cumprod
     text = repr(traces[0])
-    assert text.startswith("StepTrace(t=999, t_prev=899, alpha_cumprod_t=")
+    assert text.startswith("StepTrace(t=999, t_prev=922, alpha_cumprod_t=")
     assert "x0_hat=<3x2 mean=" in text and "sigma=0" in text
     _, ddpm_traces = sample(
         model, S10, 2, sampler="ddpm", rng=np.random.default_rng(7), shape=2, return_trajectory=True

@@ -1,0 +1,419 @@
+"""Guidance: steering a trained sampler towards a class, or towards known pixels.
+
+Classifier-free guidance (Ho & Salimans, 2022). One network, trained with its
+labels dropped to a "null" label 10% of the time (``LDMConfig.p_uncond``),
+predicts both the conditional output c = f(z_t, t, y) and the unconditional
+one u = f(z_t, t, null). Sampling uses
+
+    guided = u + w (c - u)                                   ``guide``
+
+w = 0 is the unconditional model, w = 1 the conditional one, w > 1 pushes
+past it, away from what the unconditional model expects: sharper, more
+recognisable, less varied samples.
+
+Guidance rescale (Lin et al., 2023, "Common Diffusion Noise Schedules and
+Sample Steps are Flawed", sec. 3.4, Algorithm 2). Large w inflates the
+guided prediction's spread; rescaling it to the conditional prediction's
+per-sample standard deviation and blending by phi undoes that:
+
+    rescaled = guided * std(c) / std(guided)                 ``rescale_guidance``
+    out      = phi rescaled + (1 - phi) guided
+
+Reconstruction guidance through the decoder (inpainting in latent space).
+The known part of a data vector (``x_known`` where ``mask`` = 1) defines
+
+    L(z) = 0.5 sum(mask * (decode(z / s) - x_known)^2)       ``reconstruction_loss``
+
+on the scaled latent z (s = the pipeline's scale factor), in the VAE's
+standardised data units. Its gradient reaches z through the decoder's
+hand-written backward. At every sampler step the prediction x0_hat is moved
+one gradient step down L before the step is taken:
+
+    x0_hat <- x0_hat - lambda dL/dx0_hat                     ``reconstruction_guidance_fn``
+
+This is the reconstruction guidance of Ho et al. (2022, "Video Diffusion
+Models", eq. 8), x~ = x^ - (w_r a_t / 2) grad_{z_t} ||x^a - x^a(z_t)||^2,
+with the denoiser's Jacobian dx0_hat/dz_t taken as I / a_t (the eps_hat term
+held fixed): then the a_t cancel and lambda = w_r. Chung et al. (2023,
+"Diffusion Posterior Sampling") keep the Jacobian and pay a backward pass
+through the denoiser at every step; here only the decoder is differentiated,
+which is cheap and, as the tests show, enough to make the known pixels stick.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .backend import default_rng, get_array_module, to_device, to_numpy
+from .diffusion import _target, _x0_from, check_prediction_type, gather
+from .samplers import sample as run_sampler
+from .validation import check_array, check_float, check_int
+
+# A step of 1 on L in the scaled latent space: measured on the digits demo
+# (see tests/test_guidance.py and the report), large enough that the known
+# half is reproduced, small enough that the step never overshoots.
+DEFAULT_INPAINT_STRENGTH = 1.0
+
+
+# --------------------------------------------------------------------------
+# Classifier-free guidance
+# --------------------------------------------------------------------------
+
+
+def guide(cond: Any, uncond: Any, w: float) -> Any:
+    """Classifier-free guidance: uncond + w (cond - uncond).
+
+    cond, uncond: [batch, latent], any prediction type; w: a Python float
+    (a NumPy float64 scalar would turn float32 arrays into float64).
+    w = 0 returns ``uncond`` exactly.
+    """
+    return uncond + float(w) * (cond - uncond)  # [batch, latent]
+
+
+def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
+    """Guidance rescale (Lin et al., 2023, Algorithm 2): blend towards std(cond).
+
+        rescaled = guided * std(cond) / std(guided)      (std per sample, over the latent)
+        out      = phi rescaled + (1 - phi) guided
+
+    guided, cond: [batch, latent]; phi in [0, 1]. phi = 0 returns ``guided``
+    itself; phi = 1 gives every row the standard deviation of its ``cond``
+    row. A row of ``guided`` with zero spread is left as it is.
+    """
+    phi = check_float(phi, "phi", low=0.0, high=1.0)
+    if phi == 0.0:
+        return guided
+    xp = get_array_module(guided, cond)
+    std_cond = cond.std(axis=1, keepdims=True)  # [batch, 1]
+    std_guided = guided.std(axis=1, keepdims=True)  # [batch, 1]
+    spread = std_guided > 0
+    factor = xp.where(spread, std_cond / xp.where(spread, std_guided, 1.0), 1.0)  # [batch, 1]
+    factor = (phi * factor + (1.0 - phi)).astype(guided.dtype)
+    return guided * factor  # [batch, latent]
+
+
+def classifier_free_guidance_fn(
+    model: Any,
+    labels: Any,
+    guidance_scale: float,
+    *,
+    prediction_type: str,
+    schedule: dict[str, Any],
+    guidance_rescale: float = 0.0,
+) -> Callable[[Any, Any], Any]:
+    """A sampler's model callable (z_t, t) -> guided output, for a batch of len(labels) rows.
+
+    model: a class-conditional ``Denoiser`` (or any object with
+    ``forward(z_t, t, labels)`` and an int ``null_label``). labels: int
+    array [B] on the model's device, each a class or the null label.
+    guidance_scale: w >= 0. guidance_rescale: phi in [0, 1] (0 = off).
+
+    Each call runs one forward pass of 2B rows, the B conditional rows with
+    ``labels`` and the same B latents again with the null label, and returns
+    ``guide(cond, uncond, w)`` (then ``rescale_guidance`` when phi > 0). With
+    w = 1 (and w = 0 without rescale) only the half that is needed runs, so
+    the result is exactly the conditional (unconditional) prediction.
+
+    Why guiding the raw output is right for every prediction type: for fixed
+    z_t and t, each conversion between epsilon, sample and v (and to eps_hat
+    or x0_hat) is affine in the output, out -> alpha out + beta z_t, with the
+    same alpha, beta for both halves. An affine map with weights that sum to
+    one commutes with u + w (c - u): g(u) + w (g(c) - g(u)) = g(u + w (c - u)).
+    So guiding epsilon, v or x0 gives the same sample. (The rescale is not
+    affine: like Lin et al. and diffusers, it acts on the model's own output,
+    v in the paper.) ``prediction_type`` and ``schedule`` are checked against
+    each other and the model, but the guidance itself needs neither.
+    """
+    check_prediction_type(prediction_type)
+    w = check_float(guidance_scale, "guidance_scale", low=0.0)
+    phi = check_float(guidance_rescale, "guidance_rescale", low=0.0, high=1.0)
+    null = getattr(model, "null_label", None)
+    if not isinstance(null, numbers.Integral):
+        raise ValueError(
+            "classifier-free guidance needs a class-conditional model (num_classes set); "
+            f"{type(model).__name__} has no null label"
+        )
+    xp = get_array_module(schedule["alphas_cumprod"])
+    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu" or labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"labels must be a non-empty integer array [batch], got {labels!r:.80}")
+    if get_array_module(labels) is not xp:
+        raise TypeError("labels must be on the schedule's device (use ldm_np.to_device)")
+    if xp is np and (labels.min() < 0 or labels.max() > null):
+        raise ValueError(
+            f"labels must lie in 0..{null} ({null} = the null label), got {labels.min()}..{labels.max()}"
+        )
+    dtype = getattr(model, "dtype", schedule["alphas_cumprod"].dtype)
+    if np.dtype(dtype) != schedule["alphas_cumprod"].dtype:
+        raise TypeError(
+            f"the model is {np.dtype(dtype).name} but the schedule is {schedule['alphas_cumprod'].dtype}"
+        )
+    B = labels.shape[0]
+    labels = labels.astype(xp.int64)
+    nulls = xp.full(B, null, dtype=xp.int64)  # [B]
+    both = xp.concatenate([labels, nulls])  # [2B]: conditional rows, then unconditional rows
+
+    def guided(z_t: Any, t: Any) -> Any:
+        if z_t.shape[0] != B:
+            raise ValueError(f"this guidance function was built for {B} rows, got z_t of {z_t.shape[0]}")
+        if w == 1.0:
+            return model.forward(z_t, t, labels)  # exactly the conditional prediction
+        if w == 0.0 and phi == 0.0:
+            return model.forward(z_t, t, nulls)  # exactly the unconditional prediction
+        t2 = t if isinstance(t, numbers.Integral) else xp.concatenate([t, t])  # [2B]
+        out = model.forward(xp.concatenate([z_t, z_t]), t2, both)  # [2B, latent]
+        cond, uncond = out[:B], out[B:]
+        return rescale_guidance(guide(cond, uncond, w), cond, phi)  # [B, latent]
+
+    return guided
+
+
+# --------------------------------------------------------------------------
+# Reconstruction guidance through the decoder
+# --------------------------------------------------------------------------
+
+
+def reconstruction_loss(
+    decoder: Any, z: Any, x_known_std: Any, mask: Any, scale_factor: float
+) -> tuple[Any, Any]:
+    """How far the decoded latents are from the known pixels, and its gradient.
+
+        x_hat = decoder(z / s)                       [n, input]
+        L     = 0.5 sum(mask (x_hat - x_known)^2)    a 0-d array (no host sync)
+        dz    = decoder.backward(mask (x_hat - x_known)) / s    [n, latent]
+
+    z: scaled latents [n, latent]; x_known_std: [n, input] in the VAE's
+    standardised units (``LatentDiffusion.standardize``); mask: [n, input]
+    of 0/1 (any non-negative weights work) in the model dtype; s: the
+    pipeline's ``scale_factor``. The sum runs over every row, so dz[i]
+    depends on row i alone. Overwrites ``decoder.grads`` (the decoder's
+    weights are not changed).
+    """
+    n = z.shape[0]
+    check_array(x_known_std, "x_known_std", shape=(n, decoder.input_size), dtype=z.dtype, finite=False)
+    check_array(mask, "mask", shape=(n, decoder.input_size), dtype=z.dtype, finite=False)
+    inv_s = 1.0 / float(scale_factor)
+    x_hat = decoder.forward(z * inv_s)  # [n, input]
+    diff = x_hat - x_known_std  # [n, input]
+    dx_hat = mask * diff  # [n, input]: dL/dx_hat
+    loss = 0.5 * (dx_hat * diff).sum()
+    dz = decoder.backward(dx_hat) * inv_s  # [n, latent]
+    return loss, dz
+
+
+def reconstruction_guidance_fn(
+    model_fn: Callable[[Any, Any], Any],
+    decoder: Any,
+    x_known_std: Any,
+    mask: Any,
+    scale_factor: float,
+    strength: float,
+    *,
+    prediction_type: str,
+    schedule: dict[str, Any],
+) -> Callable[[Any, Any], Any]:
+    """Wrap a sampler's model callable so that every x0_hat takes a step down L.
+
+        out     = model_fn(z_t, t)
+        x0_hat  = x0 from out (diffusion._x0_from)
+        x0_hat <- x0_hat - strength dL/dx0_hat           (``reconstruction_loss``)
+        return the output of ``prediction_type`` that encodes this x0_hat at
+        (z_t, t), i.e. with eps_hat = (z_t - a_t x0_hat) / s_t
+
+    DDIM and DDPM both turn the returned output back into exactly this x0_hat
+    (and the matching eps_hat), so the correction works for any sampler and
+    prediction type. In the epsilon form the same move reads
+    eps_hat <- eps_hat + strength (a_t / s_t) dL/dx0_hat.
+    """
+    check_prediction_type(prediction_type)
+    strength = check_float(strength, "strength", low=0.0)
+
+    def corrected(z_t: Any, t: Any) -> Any:
+        out = model_fn(z_t, t)  # [n, latent]
+        x0_hat = _x0_from(schedule, out, t, z_t, prediction_type)  # [n, latent]
+        _, dx0 = reconstruction_loss(decoder, x0_hat, x_known_std, mask, scale_factor)
+        x0_hat = x0_hat - strength * dx0  # [n, latent]
+        a = gather(schedule["sqrt_alphas_cumprod"], t)
+        s = gather(schedule["sqrt_one_minus_alphas_cumprod"], t)
+        eps_hat = (z_t - a * x0_hat) / s  # [n, latent]
+        return _target(prediction_type, x0_hat, eps_hat, schedule, t)
+
+    return corrected
+
+
+def inpaint(
+    model: Any,
+    x_known: Any,
+    mask: Any,
+    *,
+    guidance_strength: float = DEFAULT_INPAINT_STRENGTH,
+    num_inference_steps: int = 50,
+    seed: int = 0,
+    labels: Any = None,
+    guidance_scale: float = 1.0,
+    use_ema: bool = True,
+    return_latents: bool = False,
+) -> Any:
+    """Complete data vectors from a known part: samples [n, input] that agree where mask = 1.
+
+    model: a trained ``LatentDiffusion``. x_known: [n, input] in data units
+    (entries where mask = 0 are ignored and may be NaN). mask: [n, input],
+    1 = known, 0 = to fill in (bool, int or float). Runs deterministic DDIM
+    (eta = 0) from z_T ~ N(0, I) drawn with ``seed``, with the reconstruction
+    guidance of ``reconstruction_guidance_fn`` of ``guidance_strength``
+    (0 = plain sampling) at every step, then decodes. ``labels`` and
+    ``guidance_scale`` add classifier-free guidance (conditional models).
+    """
+    c = model.config
+    xp = model.xp
+    x_known = np.asarray(to_numpy(x_known), dtype=c.dtype)
+    mask = np.asarray(to_numpy(mask))
+    n = x_known.shape[0] if x_known.ndim == 2 else -1
+    check_array(mask.astype(c.dtype), "mask", shape=(n, c.input_size))
+    if not np.isin(mask, (0, 1)).all():
+        raise ValueError("mask must hold only 0 (unknown) and 1 (known)")
+    mask = mask.astype(c.dtype)
+    known = np.where(mask > 0, x_known, 0.0).astype(c.dtype)
+    check_array(known, "x_known", shape=(n, c.input_size))
+    num_inference_steps = check_int(num_inference_steps, "num_inference_steps")
+    known_std = model.standardize(to_device(known, model.device)) * to_device(mask, model.device)
+    mask_d = to_device(mask, model.device)
+
+    denoiser = model.ema_denoiser if use_ema else model.denoiser
+    base = model._model_fn(denoiser, labels, guidance_scale, n)
+    fn = reconstruction_guidance_fn(
+        base,
+        model.decoder,
+        known_std,
+        mask_d,
+        model.scale_factor,
+        guidance_strength,
+        prediction_type=c.prediction_type,
+        schedule=model.schedule,
+    )
+    z0 = run_sampler(
+        fn,
+        model.schedule,
+        n,
+        sampler="ddim",
+        num_inference_steps=num_inference_steps,
+        prediction_type=c.prediction_type,
+        rng=default_rng(seed, xp),
+        shape=c.latent_size,
+    )
+    denoiser._cache = None
+    x = model.decode(z0)
+    return (x, z0) if return_latents else x
+
+
+# --------------------------------------------------------------------------
+# How well does guidance work? (digits)
+# --------------------------------------------------------------------------
+
+
+def guidance_report(
+    model: Any,
+    scales: Sequence[float] = (0, 1, 3, 7),
+    n_per_class: int = 100,
+    seed: int = 0,
+    *,
+    X: np.ndarray | None = None,
+    num_inference_steps: int = 50,
+) -> list[dict[str, Any]]:
+    """Per guidance scale: how often the samples are the class asked for, and how far from the data.
+
+    For each w in ``scales``, draws ``n_per_class`` samples of every class
+    (same seed, so the same z_T, at every w), classifies them with
+    ``digit_feature_model().predict`` and measures the Frechet distance to
+    half A of the digits in the classifier's feature space, against the
+    floor FD(half B, half A) of ``evaluation.evaluate_samples``.
+
+    Returns one dict per scale: scale, accuracy (share classified as the
+    requested class), per_class (that share per class), fd, fd_floor,
+    fd_ratio, class_counts (predicted classes of all samples), seconds.
+    """
+    from .classifier import digit_feature_model
+    from .datasets import load_digits
+    from .evaluation import feature_fn, split_halves
+    from .metrics import frechet_distance
+
+    K = model.config.num_classes
+    if K is None:
+        raise ValueError("guidance_report needs a class-conditional model (train with --conditional)")
+    n_per_class = check_int(n_per_class, "n_per_class", minimum=2)
+    if X is None:
+        X, _ = load_digits(model.config.dtype)
+    if X.shape[1] != 64 or K != 10:
+        raise ValueError("guidance_report measures with the digit classifier: it needs a digits model")
+    features, _ = feature_fn("digits", model)
+    predict = digit_feature_model().predict
+    a_idx, b_idx = split_halves(X.shape[0])
+    fa = features(X[a_idx])
+    fd_floor = frechet_distance(features(X[b_idx]), fa)
+    labels = np.repeat(np.arange(K, dtype=np.int64), n_per_class)  # [K * n]
+    rows = []
+    for w in scales:
+        started = time.perf_counter()
+        x = to_numpy(
+            model.sample(
+                labels.shape[0],
+                labels=labels,
+                guidance_scale=float(w),
+                seed=seed,
+                num_inference_steps=num_inference_steps,
+            )
+        )
+        seconds = time.perf_counter() - started
+        pred = predict(x)  # [K * n]
+        hit = pred == labels
+        fd = frechet_distance(features(x), fa)
+        rows.append(
+            {
+                "scale": float(w),
+                "accuracy": float(hit.mean()),
+                "per_class": [float(hit[labels == k].mean()) for k in range(K)],
+                "fd": fd,
+                "fd_floor": fd_floor,
+                "fd_ratio": fd / fd_floor,
+                "class_counts": np.bincount(pred, minlength=K).tolist(),
+                "seconds": seconds,
+            }
+        )
+    return rows
+
+
+def format_guidance_report(rows: list[dict[str, Any]]) -> str:
+    """A table of ``guidance_report``: one line per guidance scale."""
+    if not rows:
+        return "classifier-free guidance: no scales"
+    n = sum(rows[0]["class_counts"])
+    lines = [
+        f"classifier-free guidance: {n} samples per scale ({n // len(rows[0]['per_class'])} per class), "
+        "classified by the digit classifier",
+        f"{'w':>6}{'as requested':>14}{'worst class':>13}{'Frechet dist.':>15}{'floor':>9}{'ratio':>8}{'time':>8}",
+    ]
+    for r in rows:
+        worst = int(np.argmin(r["per_class"]))
+        worst_text = f"{worst}: {r['per_class'][worst]:.0%}"
+        lines.append(
+            f"{r['scale']:>6g}{r['accuracy']:>14.1%}{worst_text:>13}"
+            f"{r['fd']:>15.4g}{r['fd_floor']:>9.4g}{r['fd_ratio']:>8.2f}{r['seconds']:>7.1f}s"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "DEFAULT_INPAINT_STRENGTH",
+    "classifier_free_guidance_fn",
+    "format_guidance_report",
+    "guidance_report",
+    "guide",
+    "inpaint",
+    "reconstruction_guidance_fn",
+    "reconstruction_loss",
+    "rescale_guidance",
+]
