@@ -115,7 +115,7 @@ def test_a_newer_format_says_to_upgrade(tmp_path):
             "state": "{}",
         },
     )
-    with pytest.raises(CheckpointError, match="newer ldm_np.*Upgrade"):
+    with pytest.raises(CheckpointError, match=r"newer ldm_np.*Upgrade"):
         load_checkpoint(path)
 
 
