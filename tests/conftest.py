@@ -62,7 +62,9 @@ def float_arrays(shape: Any, bound: float = 3.0) -> st.SearchStrategy[np.ndarray
     return hnp.arrays(np.float64, shape, elements=bounded_floats(bound))
 
 
-def checkable_floats(bound: float = 2.0, smallest: float = 0.1, zero: bool = True) -> st.SearchStrategy[float]:
+def checkable_floats(
+    bound: float = 2.0, smallest: float = 0.1, zero: bool = True
+) -> st.SearchStrategy[float]:
     """float64 values that are 0 (if ``zero``) or have magnitude in [smallest, bound].
 
     Central differences carry an absolute rounding error of about
@@ -122,3 +124,15 @@ def perturb_params(model: Any, rng: np.random.Generator, scale: float = 0.3) -> 
 def all_params(model: Any) -> list[tuple[str, str, Any]]:
     """``[(layer, name, array)]`` for every parameter, in the model's order."""
     return [(layer, name, value) for layer, group in model.params.items() for name, value in group.items()]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how many generated bad inputs were tried and refused correctly."""
+    import sys
+
+    module = sys.modules.get("test_bad_input")
+    cases = getattr(module, "BAD_INPUT_CASES", None)
+    if cases and cases["tried"]:
+        terminalreporter.write_line(
+            f"bad-input cases: {cases['tried']} tried, {cases['refused correctly']} refused with the right error"
+        )

@@ -13,7 +13,14 @@ import ldm_np
 from ldm_np import denoiser as denoiser_module
 from ldm_np import layers
 from ldm_np import vae as vae_module
-from ldm_np.gradcheck import TOLERANCE, GradCheckReport, GradCheckRow, directional_check, numerical_gradient, rel_error
+from ldm_np.gradcheck import (
+    TOLERANCE,
+    GradCheckReport,
+    GradCheckRow,
+    directional_check,
+    numerical_gradient,
+    rel_error,
+)
 from ldm_np.models import build_decoder, build_denoiser, build_encoder
 
 TOL = 1e-6  # a correct gradient in float64 lands near 1e-9 or below; the bugs below give ~1e-1 or more
@@ -52,7 +59,9 @@ def test_numerical_gradient_of_known_functions(rng):
     x = rng.standard_normal((3, 4))
     np.testing.assert_allclose(numerical_gradient(lambda: (x**2).sum(), x), 2 * x, rtol=1e-7, atol=1e-9)
     dout = rng.standard_normal((3, 4))
-    np.testing.assert_allclose(numerical_gradient(lambda: np.sin(x), x, dout), np.cos(x) * dout, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(
+        numerical_gradient(lambda: np.sin(x), x, dout), np.cos(x) * dout, rtol=1e-7, atol=1e-9
+    )
 
 
 def test_numerical_gradient_restores_x_exactly(rng):
@@ -108,7 +117,9 @@ def test_directional_check_accepts_right_and_rejects_wrong_gradients(rng):
 
 
 def test_report_table_and_flags():
-    report = GradCheckReport([GradCheckRow("enc_mu.kernel", (4, 3), 2e-10), GradCheckRow("input 0", (2, 4), 0.3)])
+    report = GradCheckReport(
+        [GradCheckRow("enc_mu.kernel", (4, 3), 2e-10), GradCheckRow("input 0", (2, 4), 0.3)]
+    )
     assert report.max_error == 0.3 and not report.ok
     assert report[0].ok and not report[1].ok
     text = str(report)
@@ -121,7 +132,9 @@ def test_check_module_covers_every_input_asked_for(rng):
     model = perturb_params(build_decoder(3, 2, 3, dtype="float64"), rng)
     report = ldm_np.check_module(model, (rng.standard_normal((2, 2)),))
     assert [r.name for r in report][-1] == "input 0" and len(report) == 7
-    assert all(r.shape == tuple(model.params[r.name.split(".")[0]][r.name.split(".")[1]].shape) for r in report[:-1])
+    assert all(
+        r.shape == tuple(model.params[r.name.split(".")[0]][r.name.split(".")[1]].shape) for r in report[:-1]
+    )
     report = ldm_np.check_module(model, (rng.standard_normal((2, 2)),), wrt_inputs=())
     assert len(report) == 6
 
@@ -228,7 +241,9 @@ def test_planted_silu_bug_is_caught_by_a_directional_check(rng, monkeypatch):
         model(z, t, labels)
         dz = model.backward(dout)
         arrays = [p for group in model.params.values() for p in group.values()] + [z]
-        grads = [model.grads[layer][name].copy() for layer, group in model.params.items() for name in group] + [dz]
+        grads = [
+            model.grads[layer][name].copy() for layer, group in model.params.items() for name in group
+        ] + [dz]
         return directional_check(loss, arrays, grads)
 
     assert run() < TOL

@@ -22,7 +22,9 @@ def test_mse_loss_value_and_gradient(data, shape):
     target = data.draw(checkable_arrays(shape), label="target")
     loss, dpred = mse_loss(pred, target)
     batch, width = shape
-    expected = sum((pred[b, j] - target[b, j]) ** 2 for b in range(batch) for j in range(width)) / (batch * width)
+    expected = sum((pred[b, j] - target[b, j]) ** 2 for b in range(batch) for j in range(width)) / (
+        batch * width
+    )
     assert float(loss) == pytest.approx(expected, rel=1e-12, abs=1e-300)
     assert dpred.shape == pred.shape
     numeric = numerical_gradient(lambda: mse_loss(pred, target)[0], pred)

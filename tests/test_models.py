@@ -32,7 +32,9 @@ def small_models(dtype="float64"):
         "encoder": build_encoder(5, 3, 4, seed=1, dtype=dtype),
         "decoder": build_decoder(5, 3, 4, seed=2, dtype=dtype),
         "denoiser": build_denoiser(3, 5, 2, 50, seed=3, dtype=dtype),  # odd hidden: a zero embedding column
-        "denoiser_cond_fraction": build_denoiser(3, 4, 2, 50, time_input="fraction", num_classes=3, seed=4, dtype=dtype),
+        "denoiser_cond_fraction": build_denoiser(
+            3, 4, 2, 50, time_input="fraction", num_classes=3, seed=4, dtype=dtype
+        ),
     }
 
 
@@ -104,7 +106,9 @@ def model_loss_and_grads(model, inputs, dout):
 def test_directional_check_medium_denoiser(seed):
     """~55k parameters: one random direction through every parameter and the input (two forwards)."""
     rng = np.random.default_rng(seed)
-    model = perturb_params(build_denoiser(16, 64, 3, 1000, num_classes=10, seed=seed, dtype="float64"), rng, 0.05)
+    model = perturb_params(
+        build_denoiser(16, 64, 3, 1000, num_classes=10, seed=seed, dtype="float64"), rng, 0.05
+    )
     z = rng.standard_normal((32, 16))
     t, labels = rng.integers(0, 1000, size=32), rng.integers(0, 11, size=32)
     dout = (rng.standard_normal((32, 16)),)
@@ -136,7 +140,12 @@ def dense(n_in, n_out):
 
 def expected_shapes(i, l_, h, n_layers, num_classes=None):
     """The seed design's layers, written out independently of the library."""
-    encoder = {"enc_dense_0": dense(i, h), "enc_dense_1": dense(h, h), "enc_mu": dense(h, l_), "enc_log_var": dense(h, l_)}
+    encoder = {
+        "enc_dense_0": dense(i, h),
+        "enc_dense_1": dense(h, h),
+        "enc_mu": dense(h, l_),
+        "enc_log_var": dense(h, l_),
+    }
     decoder = {"dec_dense_0": dense(l_, h), "dec_dense_1": dense(h, h), "dec_output": dense(h, i)}
     denoiser = {"time_mlp_1": dense(h, h), "z_proj": dense(l_, h)}
     for k in range(1, n_layers + 1):
@@ -203,7 +212,10 @@ def test_grads_mirror_params(name):
 
 
 def test_initialisation_glorot_kernels_zero_biases_unit_gammas():
-    for model in (*build(40, 8, 32, 2, dtype="float64"), build_denoiser(8, 32, 1, num_classes=4, dtype="float64")):
+    for model in (
+        *build(40, 8, 32, 2, dtype="float64"),
+        build_denoiser(8, 32, 1, num_classes=4, dtype="float64"),
+    ):
         for layer, group in model.params.items():
             if "kernel" in group:
                 k = group["kernel"]
@@ -223,14 +235,24 @@ def test_initialisation_glorot_kernels_zero_biases_unit_gammas():
 
 
 def params_equal(a, b):
-    return all(np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(all_params(a), all_params(b), strict=True))
+    return all(
+        np.array_equal(x, y) for (_, _, x), (_, _, y) in zip(all_params(a), all_params(b), strict=True)
+    )
 
 
 def test_same_seed_same_params_different_seed_different():
-    for builder, args in ((build_encoder, (6, 3, 5)), (build_decoder, (6, 3, 5)), (build_denoiser, (3, 5, 2))):
+    for builder, args in (
+        (build_encoder, (6, 3, 5)),
+        (build_decoder, (6, 3, 5)),
+        (build_denoiser, (3, 5, 2)),
+    ):
         assert params_equal(builder(*args, seed=7), builder(*args, seed=7))
         a, b = builder(*args, seed=7), builder(*args, seed=8)
-        assert not any(np.array_equal(a.params[k]["kernel"], b.params[k]["kernel"]) for k in a.params if "kernel" in a.params[k])
+        assert not any(
+            np.array_equal(a.params[k]["kernel"], b.params[k]["kernel"])
+            for k in a.params
+            if "kernel" in a.params[k]
+        )
 
 
 def test_build_seeds_its_three_models_from_seed_seed_plus_1_and_plus_2():
@@ -302,7 +324,13 @@ def test_output_size_and_recommended_defaults():
     assert output_size(7) == 7
     assert output_size(**recommended_defaults()) == 32
     defaults = recommended_defaults()
-    assert defaults == {"input_size": 287, "latent_size": 32, "hidden_size": 256, "num_layers": 4, "num_steps": 1000}
+    assert defaults == {
+        "input_size": 287,
+        "latent_size": 32,
+        "hidden_size": 256,
+        "num_layers": 4,
+        "num_steps": 1000,
+    }
     defaults["latent_size"] = 1
     assert recommended_defaults()["latent_size"] == 32  # a copy each time
     denoiser = build(**recommended_defaults(), dtype="float32")[2]
@@ -311,6 +339,14 @@ def test_output_size_and_recommended_defaults():
 
 def test_repr_names_the_configuration():
     text = repr(build_denoiser(3, 5, 2, 50, num_classes=4))
-    for part in ("Denoiser(", "latent_size=3", "hidden_size=5", "num_layers=2", "num_classes=4", "float32", "'cpu'"):
+    for part in (
+        "Denoiser(",
+        "latent_size=3",
+        "hidden_size=5",
+        "num_layers=2",
+        "num_classes=4",
+        "float32",
+        "'cpu'",
+    ):
         assert part in text
     assert f"params={build_denoiser(3, 5, 2, 50, num_classes=4).num_params:,}" in text

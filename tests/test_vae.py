@@ -42,7 +42,10 @@ def test_reparameterize_with_noise_gradients(data, shape, seed):
     np.testing.assert_allclose(z, mu + np.sqrt(np.exp(log_var)) * eps, rtol=1e-12, atol=1e-12)
     dz = rng.standard_normal(shape)
     dmu, dlog_var = reparameterize_backward(dz, cache)
-    assert rel_error(dmu, numerical_gradient(lambda: reparameterize_with_noise(mu, log_var, eps)[0], mu, dz)) < TOL
+    assert (
+        rel_error(dmu, numerical_gradient(lambda: reparameterize_with_noise(mu, log_var, eps)[0], mu, dz))
+        < TOL
+    )
     num_lv = numerical_gradient(lambda: reparameterize_with_noise(mu, log_var, eps)[0], log_var, dz)
     assert rel_error(dlog_var, num_lv) < TOL
 
@@ -114,7 +117,9 @@ outside = st.one_of(st.floats(-80.0, LOG_VAR_MIN - 0.5), st.floats(LOG_VAR_MAX +
 
 @given(data=st.data(), shape=st.tuples(batches, widths), seed=seeds)
 def test_clamp_log_var_values_and_gradient(data, shape, seed):
-    values = data.draw(st.lists(st.one_of(inside, outside), min_size=shape[0] * shape[1], max_size=shape[0] * shape[1]))
+    values = data.draw(
+        st.lists(st.one_of(inside, outside), min_size=shape[0] * shape[1], max_size=shape[0] * shape[1])
+    )
     log_var = np.array(values, dtype=np.float64).reshape(shape)
     clamped, mask = clamp_log_var_forward(log_var)
     np.testing.assert_array_equal(clamped, np.minimum(np.maximum(log_var, LOG_VAR_MIN), LOG_VAR_MAX))
