@@ -114,6 +114,8 @@ def device_of(x: Any) -> str:
     xp = get_array_module(x)
     if xp is np:
         return "cpu"
+    if xp is _cupy:
+        return "gpu"
     for name, module in _EXTRA_DEVICES.items():
         if module is xp:
             return name

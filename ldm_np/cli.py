@@ -175,6 +175,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if args.conditional and (labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu"):
         raise UserError(f"--conditional needs a labelled data set (digits); {args.dataset!r} has no labels")
+    held_out = None
+    if args.holdout:
+        if not 0 < args.holdout <= X.shape[0] - 2:
+            raise UserError(f"--holdout must be in 1..{X.shape[0] - 2} (the data set has {X.shape[0]} rows)")
+        # The same rows for the same seed, so --resume trains on the same data.
+        perm = np.random.default_rng(args.seed).permutation(X.shape[0])
+        keep, held = np.sort(perm[args.holdout :]), np.sort(perm[: args.holdout])
+        held_out = X[held]
+        X, labels = X[keep], (labels[keep] if labels is not None else None)
     y = labels if args.conditional else None
     if args.resume:
         if not ckpt.exists():
@@ -189,6 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "image_shape": image_shape_for(args.dataset, X.shape[1]),
         "seed": args.seed,
+        "holdout": args.holdout,
     }
     (out / RUN_FILE).write_text(json.dumps(run_info, indent=2))
     print(
@@ -214,7 +224,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_figures:
         from .report import write_figures
 
-        for path in write_figures(model, X, labels, out, run_info["image_shape"], seed=args.seed):
+        figs = write_figures(model, X, labels, out, run_info["image_shape"], seed=args.seed, holdout=held_out)
+        for path in figs:
             print(f"wrote {path}")
     return 0
 
@@ -239,6 +250,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         if not 0 <= args.label < model.config.num_classes:
             raise UserError(f"--label must be in 0..{model.config.num_classes - 1}, got {args.label}")
         labels = np.full(args.num_samples, args.label, dtype=np.int64)
+    elif args.guidance != 1.0 or args.guidance_rescale:
+        raise UserError("--guidance and --guidance-rescale steer towards a class: give --label too")
     x = model.sample(
         args.num_samples,
         sampler=args.sampler,
@@ -247,6 +260,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         seed=args.seed,
         labels=labels,
         guidance_scale=args.guidance,
+        guidance_rescale=args.guidance_rescale,
         progress=not args.no_progress,
     )
     x = to_numpy(x)
@@ -261,19 +275,42 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         shape = info.get("image_shape")
         if shape:
-            figures.image_grid(x[:64], shape=tuple(shape), title=f"{args.sampler} samples", path=args.grid)
+            title = f"{args.sampler} samples" + (
+                f", class {args.label}, guidance w = {args.guidance:g}" if labels is not None else ""
+            )
+            figures.image_grid(x[:64], shape=tuple(shape), title=title, path=args.grid)
         else:
             figures.scatter_2d(None, x, path=args.grid)
         print(f"wrote {args.grid}")
     return 0
 
 
+def parse_scales(text: str | None) -> list[float] | None:
+    """ "0,1,3,7" -> [0.0, 1.0, 3.0, 7.0] (None stays None)."""
+    if text is None:
+        return None
+    try:
+        scales = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(
+            f"--guidance-scales must be numbers separated by commas, e.g. 0,1,3,7; got {text!r}"
+        ) from None
+    if not scales or any(not np.isfinite(w) or w < 0 for w in scales):
+        raise UserError(f"--guidance-scales must be finite numbers >= 0, got {text!r}")
+    return scales
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_model, format_report
 
+    scales = parse_scales(getattr(args, "guidance_scales", None))
     model, info = load_run(args.run, args.device)
     if not info.get("dataset"):
         raise UserError(f"{args.run} has no {RUN_FILE} naming its data set; evaluate needs the training data")
+    if scales is not None and model.config.num_classes is None:
+        raise UserError("--guidance-scales needs a class-conditional run (train with --conditional)")
+    if scales is not None and info["dataset"] != "digits":
+        raise UserError("--guidance-scales measures with the digit classifier: it needs a digits run")
     X, labels = load_dataset(info["dataset"], seed=info.get("seed", 0))
     report = evaluate_model(
         model,
@@ -285,7 +322,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         num_inference_steps=args.steps,
         seed=args.seed,
     )
+    if model.config.num_classes is not None:
+        print("(unconditional samples of a class-conditional model: its null label)")
     print(format_report(report))
+    if scales is not None:
+        from .guidance import format_guidance_report, guidance_report
+
+        rows = guidance_report(
+            model, scales, n_per_class=args.n_per_class, seed=args.seed, X=X, num_inference_steps=args.steps
+        )
+        print(format_guidance_report(rows))
     return 0
 
 
@@ -342,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-figures", action="store_true", help="skip writing figures")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="keep this many random rows out of training, for the inpainting figure (default: %(default)s)",
+    )
     add_model_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -354,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, default=None, help="class to sample (conditional models)")
     p.add_argument(
         "--guidance", type=float, default=1.0, help="classifier-free guidance scale w (default: %(default)s)"
+    )
+    p.add_argument(
+        "--guidance-rescale",
+        type=float,
+        default=0.0,
+        help="guidance rescale phi in [0, 1] (Lin et al., 2023; default: %(default)s = off)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the samples as .npy (in the data's own units)")
@@ -370,6 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--guidance-scales",
+        default=None,
+        help="class-conditional runs: also measure guidance at these scales, e.g. 0,1,3,7",
+    )
+    p.add_argument(
+        "--n-per-class", type=int, default=100, help="samples per class and scale (default: %(default)s)"
+    )
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.set_defaults(func=cmd_evaluate)
     return parser

@@ -125,9 +125,11 @@ def q_sample(schedule: dict[str, Any], x0: Any, t: Any, noise: Any) -> Any:
     """
     t = _check_pair(schedule, x0, "x0", t)
     _check_like(noise, "noise", x0)
+    ### BEGIN SOLUTION q_sample
     a = gather(schedule["sqrt_alphas_cumprod"], t)  # [batch, 1]
     s = gather(schedule["sqrt_one_minus_alphas_cumprod"], t)  # [batch, 1]
     return a * x0 + s * noise  # [batch, latent]
+    ### END SOLUTION
 
 
 def velocity(schedule: dict[str, Any], x0: Any, noise: Any, t: Any) -> Any:
@@ -341,6 +343,7 @@ def diffusion_loss(
     if min_snr_gamma is not None:
         min_snr_gamma = check_float(min_snr_gamma, "min_snr_gamma", low=0.0, low_open=True)
 
+    ### BEGIN SOLUTION diffusion_loss
     target = _target(prediction_type, x0, noise, schedule, t)  # [batch, latent]
     diff = model_output - target  # [batch, latent]
     scale = 2.0 / diff.size
@@ -353,3 +356,4 @@ def diffusion_loss(
     loss = (wdiff * diff).mean()
     dout = wdiff * scale
     return loss, dout
+    ### END SOLUTION

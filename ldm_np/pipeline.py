@@ -207,7 +207,7 @@ class LatentDiffusion:
 
     def _fit_data_stats(self, X: Any) -> None:
         self.data_mean = X.mean(axis=0)
-        self.data_std = float(X.std()) or 1.0
+        self.data_std = float(to_numpy(X.std())) or 1.0  # a host sync, once, before training
         self.data_min = X.min(axis=0)
         self.data_max = X.max(axis=0)
 
@@ -315,7 +315,7 @@ class LatentDiffusion:
             self._fit_data_stats(X)
         mu, _ = self._encode_standardized(self.standardize(X))  # posterior means [n, latent]
         if self.denoiser_state.step == 0:
-            self.scale_factor = 1.0 / (float(mu.std()) or 1.0)
+            self.scale_factor = 1.0 / (float(to_numpy(mu.std())) or 1.0)  # a host sync, once
         z0_all = mu * self.scale_factor
         xp, n_rows, bs, T = self.xp, z0_all.shape[0], c.denoiser_batch_size, c.num_steps
         null = self.denoiser.null_label

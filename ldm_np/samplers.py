@@ -190,16 +190,30 @@ def ddpm_step(
 
 
 def _ddpm_update(schedule, model_output, t, x_t, noise, variance_type, prediction_type, clip_sample):
-    """Unchecked ``ddpm_step``; also returns sigma (0 where no noise was added)."""
+    """Unchecked ``ddpm_step``; also returns sigma (0 where no noise was added).
+
+    The posterior mean, with ``gather(schedule[name], t)`` giving each
+    coefficient as [batch, 1] (array t) or 0-d (int t):
+
+        mu = coef1 x0_hat + coef2 x_t                     [batch, latent]
+        coef1 = sqrt(ab_{t-1}) beta_t / (1 - ab_t)        "alphas_cumprod_prev", "betas"
+        coef2 = sqrt(alpha_t) (1 - ab_{t-1}) / (1 - ab_t) "alphas"
+
+    Read 1 - ab_t as sqrt_one_minus_alphas_cumprod[t] ** 2, and (1 - ab_{t-1}) /
+    (1 - ab_t) as posterior_variance[t] / beta_t: the schedule computed those in
+    float64, while 1 - ab in float32 keeps about three digits near t = 0.
+    """
     xp = get_array_module(x_t)
     x0_hat = _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample)  # [batch, latent]
     beta = gather(schedule["betas"], t)  # [batch, 1] or 0-d
+    ### BEGIN SOLUTION ddpm_posterior_mean
     s = gather(schedule["sqrt_one_minus_alphas_cumprod"], t)
     coef1 = xp.sqrt(gather(schedule["alphas_cumprod_prev"], t)) * beta / (s * s)
     # (1 - ab_{t-1}) / (1 - ab_t) = posterior_variance / beta_t: both were computed
     # in float64, while 1 - ab_{t-1} in float32 keeps ~3 digits near t = 0.
     coef2 = xp.sqrt(gather(schedule["alphas"], t)) * gather(schedule["posterior_variance"], t) / beta
     mu = coef1 * x0_hat + coef2 * x_t  # [batch, latent]
+    ### END SOLUTION
 
     if variance_type == "fixed_small":
         sigma = xp.sqrt(xp.maximum(gather(schedule["posterior_variance"], t), POSTERIOR_VARIANCE_FLOOR))
@@ -288,9 +302,19 @@ def _alpha_bar_at(
 def _ddim_update(
     schedule, model_output, t, t_prev, x_t, eta, noise, prediction_type, final_alpha_cumprod, clip_sample
 ):
-    """Unchecked ``ddim_step``; also returns sigma and ab_prev for the trace."""
+    """Unchecked ``ddim_step``; returns (x_prev, x0_hat, sigma, ab_prev), the last two for the trace.
+
+    The update is the one in ``ddim_step``'s docstring, with eps_hat recomputed
+    from x0_hat. ``_alpha_bar_at(schedule, t, final_alpha_cumprod, dtype)`` gives
+    (ab, 1 - ab) at a step, t = -1 included, as [batch, 1] or 0-d. Write
+    1 - ab_t / ab_prev as ((1 - ab_t) - (1 - ab_prev)) / ab_prev (the direct form
+    loses digits when the two steps are close), take no noise term when eta = 0
+    (sigma is then a 0-d zero; ``noise`` may be None), and clamp
+    1 - ab_prev - sigma^2 at 0 before its square root.
+    """
     xp = get_array_module(x_t)
     x0_hat = _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample)  # [batch, latent]
+    ### BEGIN SOLUTION ddim_step
     ab_t, one_minus_t = _alpha_bar_at(schedule, t, final_alpha_cumprod, x_t.dtype)
     ab_prev, one_minus_prev = _alpha_bar_at(schedule, t_prev, final_alpha_cumprod, x_t.dtype)
     eps_hat = (x_t - xp.sqrt(ab_t) * x0_hat) / xp.sqrt(one_minus_t)  # [batch, latent]
@@ -308,6 +332,7 @@ def _ddim_update(
     if eta > 0:
         x_prev = x_prev + sigma * noise
     return x_prev, x0_hat, sigma, ab_prev
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_numpy
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -104,7 +104,7 @@ def check_array(
         raise ValueError(f"{name} must not be empty, got shape {list(x.shape)}")
     if finite:
         xp = get_array_module(x)
-        if not bool(xp.isfinite(x).all()):
+        if not to_numpy(xp.isfinite(x).all()):  # reads the device: a host sync
             raise ValueError(f"{name} contains NaN or infinity")
     return x
 
@@ -120,7 +120,8 @@ def check_timesteps(t: Any, name: str, *, batch: int | None, num_steps: int) -> 
         raise ValueError(f"{name} must have shape {expected}, got {list(t.shape)}")
     if t.shape[0] == 0:
         raise ValueError(f"{name} must not be empty")
-    lo, hi = int(t.min()), int(t.max())
+    xp = get_array_module(t)
+    lo, hi = to_numpy(xp.stack([t.min(), t.max()])).tolist()  # reads the device: one host sync
     if lo < 0 or hi >= num_steps:
         raise ValueError(
             f"{name} must lie in 0..{num_steps - 1} (num_steps={num_steps}), got values from {lo} to {hi}"

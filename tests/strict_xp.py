@@ -140,8 +140,7 @@ def _record(kind: str, what: str) -> None:
     event = Transfer(kind, what, _caller())
     if _forbidden:
         raise HostSyncError(
-            f"{kind} host transfer inside a region that must not wait for the device: "
-            f"{what} at {event.where}"
+            f"{kind} host transfer inside a region that must not wait for the device: {what} at {event.where}"
         )
     for log in _logs:
         log.events.append(event)
@@ -501,15 +500,24 @@ class Generator:
     def exponential(self, scale: float = 1.0, size: Any = None) -> StrictArray:
         return self.standard_exponential(size) * scale
 
-    def uniform(self, low: float = 0.0, high: float = 1.0, size: Any = None, dtype: Any = np.float64) -> StrictArray:
+    def uniform(
+        self, low: float = 0.0, high: float = 1.0, size: Any = None, dtype: Any = np.float64
+    ) -> StrictArray:
         return self._finish(self._rng.uniform(_unwrap(low), _unwrap(high), size), dtype, None)
 
     def integers(
-        self, low: int, high: int | None = None, size: Any = None, dtype: Any = np.int64, endpoint: bool = False
+        self,
+        low: int,
+        high: int | None = None,
+        size: Any = None,
+        dtype: Any = np.int64,
+        endpoint: bool = False,
     ) -> StrictArray:
         # CuPy reads the bounds with int(): a device bound is a host sync there too.
         low, high = int(low), (None if high is None else int(high))
-        return self._finish(self._rng.integers(low, high, size, dtype=np.int64, endpoint=endpoint), dtype, None)
+        return self._finish(
+            self._rng.integers(low, high, size, dtype=np.int64, endpoint=endpoint), dtype, None
+        )
 
 
 def _asarray(a: Any, dtype: Any = None, order: Any = None, *, copy: bool | None = None) -> StrictArray:

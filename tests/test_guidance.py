@@ -11,6 +11,7 @@ from ldm_np.diffusion import PREDICTION_TYPES, convert_prediction, predict_x0
 from ldm_np.gradcheck import TOLERANCE, numerical_gradient, rel_error
 from ldm_np.guidance import (
     classifier_free_guidance_fn,
+    curvature_along,
     guide,
     reconstruction_guidance_fn,
     reconstruction_loss,
@@ -230,6 +231,21 @@ def test_reconstruction_loss_refuses_an_int_mask(decoder_setup):
         reconstruction_loss(decoder, z, x_known, mask.astype(np.int64), 1.0)  # would upcast silently
 
 
+def test_curvature_along_matches_the_jacobian(decoder_setup, rng):
+    decoder, z, _, mask = decoder_setup
+    d = rng.standard_normal(z.shape)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c = curvature_along(decoder, z, d, mask, 1.7)  # [4, 1]
+    for i in range(z.shape[0]):
+        # Row k of J (d x_hat_k / d z) from one backward pass per output.
+        jac = np.empty((6, 3))
+        for k in range(6):
+            decoder.forward(z[i : i + 1] / 1.7)
+            jac[k] = decoder.backward(np.eye(6)[k : k + 1])[0] / 1.7
+        exact = ((mask[i] * (jac @ d[i])) ** 2).sum()
+        assert np.isclose(c[i, 0], exact, rtol=1e-4), (c[i, 0], exact)  # central difference, h = 1e-2
+
+
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_reconstruction_guidance_moves_x0_hat_down_the_gradient(decoder_setup, prediction_type, rng):
     decoder, _, x_known, mask = decoder_setup
@@ -237,12 +253,39 @@ def test_reconstruction_guidance_moves_x0_hat_down_the_gradient(decoder_setup, p
     z_t = rng.standard_normal((4, 3))
     t = np.array([0, 10, 30, 49])
     raw = rng.standard_normal((4, 3))
-    fn = reconstruction_guidance_fn(lambda z, tt: raw, decoder, x_known, mask, 1.3, 0.25,
+    fn = reconstruction_guidance_fn(lambda z, tt: raw, decoder, x_known, mask, 1.3, 0.7,
                                     prediction_type=prediction_type, schedule=schedule)  # fmt: skip
     x0_raw = predict_x0(schedule, raw, t, z_t, prediction_type)
     _, grad = reconstruction_loss(decoder, x0_raw, x_known, mask, 1.3)
+    d = grad / np.linalg.norm(grad, axis=1, keepdims=True)
+    c = curvature_along(decoder, x0_raw, d, mask, 1.3)
     x0_new = predict_x0(schedule, fn(z_t, t), t, z_t, prediction_type)
-    np.testing.assert_allclose(x0_new, x0_raw - 0.25 * grad, rtol=1e-9, atol=1e-9)
+    length = np.linalg.norm(grad, axis=1, keepdims=True) / c  # [4, 1]
+    np.testing.assert_allclose(x0_new, x0_raw - 0.7 * length * d, rtol=1e-9, atol=1e-9)
+    # With strength 1 the step minimises the linearised loss along -g: the linear
+    # model's residual is then orthogonal to the change J d.
+    x_hat = decoder.forward(x0_raw / 1.3)
+    decoder._cache = None
+    jd = (decoder.forward((x0_raw + 1e-6 * d) / 1.3) - decoder.forward((x0_raw - 1e-6 * d) / 1.3)) / 2e-6
+    decoder._cache = None
+    before = mask * (x_hat - x_known)  # [4, 6]
+    after = before - length * mask * jd  # [4, 6]
+    cosine = (
+        (after * mask * jd).sum(axis=1) / np.linalg.norm(before, axis=1) / np.linalg.norm(mask * jd, axis=1)
+    )
+    assert np.abs(cosine).max() < 1e-3  # c's central difference (h = 1e-2) is good to ~1e-4
     off = reconstruction_guidance_fn(lambda z, tt: raw, decoder, x_known, mask, 1.3, 0.0,
                                      prediction_type=prediction_type, schedule=schedule)  # fmt: skip
     np.testing.assert_allclose(off(z_t, t), raw, rtol=1e-9, atol=1e-9)
+
+
+def test_reconstruction_guidance_leaves_rows_with_nothing_known(decoder_setup, rng):
+    decoder, _, x_known, mask = decoder_setup
+    mask[1] = 0.0
+    schedule = make_schedule(T, kind="cosine", dtype="float64")
+    z_t, raw = rng.standard_normal((2, 4, 3))
+    fn = reconstruction_guidance_fn(lambda z, tt: raw, decoder, x_known, mask, 1.0, 1.0,
+                                    prediction_type="epsilon", schedule=schedule)  # fmt: skip
+    out = fn(z_t, np.full(4, 20))
+    np.testing.assert_allclose(out[1], raw[1], rtol=1e-12)
+    assert not np.allclose(out[0], raw[0])

@@ -303,7 +303,7 @@ def test_timestep_embedding_rejects_unknown_time_input():
         timestep_embedding(np.zeros(2, np.int64), 4, 10, "seconds")
 
 
-def test_load_params_names_the_bad_parameter(models):
+def test_load_params_names_the_bad_parameter():
     encoder = build_encoder(6, 3, 4)
     params = {layer: dict(group) for layer, group in encoder.params.items()}
     params["enc_mu"]["kernel"] = np.zeros((4, 2), F32)

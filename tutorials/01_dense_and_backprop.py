@@ -251,7 +251,8 @@ print("row sums of the shortcut dx:", dx_shortcut.sum(axis=1))
 # | float32 | 1.2e-7      | ~5e-3   | ~1e-5                  |
 #
 # A one-sided difference `(f(x + h) - f(x)) / h` has truncation error of order
-# `h` instead of `h^2`, so it does worse at every `h`.
+# `h` instead of `h^2`; its best is near `h ~ sqrt(eps)`, with an error near
+# `sqrt(eps) ~ 1e-8` in float64: a hundred times worse than central differences.
 #
 # We measure all of this on a small dense -> SiLU -> LayerNorm network, with
 # `ldm_np.gradcheck.directional_check`: it moves *every* parameter at once
@@ -337,12 +338,12 @@ ax.loglog(hs, err64, "o-", ms=3, lw=1.8, label="central difference, float64")
 ax.loglog(hs, err32, "s-", ms=3, lw=1.8, label="central difference, float32")
 ax.loglog(hs, err64_fwd, "--", lw=1.4, color="0.4", label="one-sided difference, float64")
 ax.axhline(ldm_np.gradcheck.TOLERANCE, color="tab:red", lw=1, ls=":")
-ax.text(2e-13, ldm_np.gradcheck.TOLERANCE * 1.6, "ldm_np's pass/fail tolerance (1e-6)", color="tab:red")
+ax.text(2e-13, 0.6 * ldm_np.gradcheck.TOLERANCE, "ldm_np's pass/fail tolerance (1e-6)", color="tab:red", va="top")
 ax.axvline(1e-6, color="0.7", lw=1, ls=":")
 ax.text(1.2e-6, 0.3, "library default h = 1e-6", color="0.4", fontsize=9)
 ax.set_xlabel("step h")
 ax.set_ylabel("relative error of the directional derivative")
-ax.set_ylim(1e-13, 3)
+ax.set_ylim(1e-12, 3)
 ax.set_title("Finite-difference error vs step size: rounding (left) vs truncation (right)")
 ax.legend(loc="lower left")
 show(fig, TUTORIAL, "error_vs_h")
