@@ -400,13 +400,13 @@ def scan_markers(path: str, text: str) -> tuple[list[Region], list[str]]:
         begin, end = _BEGIN.match(line), _END.match(line)
         if begin:
             ex_id = begin["id"]
-            if opened is not None:
+            if opened is not None:  # report the open region, then start afresh
                 problems.append(
-                    f"{path}:{lineno}: BEGIN SOLUTION {ex_id or ''} inside the region "
-                    f"'{opened[1]}' opened at line {opened[0]}: regions cannot nest "
-                    "(is an END SOLUTION missing?)"
+                    f"{path}:{opened[0]}: BEGIN SOLUTION {opened[1]} has no END SOLUTION before the next "
+                    f"BEGIN SOLUTION at line {lineno} (regions cannot nest)"
                 )
-            elif not ex_id:
+                opened = None
+            if not ex_id:
                 problems.append(
                     f"{path}:{lineno}: BEGIN SOLUTION needs an exercise id: '### BEGIN SOLUTION <id>'"
                 )

@@ -1,0 +1,339 @@
+"""The exercise tooling (ldm_np.exercises): markers, the student copy, and the grader.
+
+What is proven, and how:
+
+- The reference project passes the grader for every exercise (the instructor's
+  ``grade`` command, run as a subprocess on this repository).
+- A freshly built student copy differs from the project only inside the
+  marked regions, and running the copy's *whole* test suite, graded tests
+  included, shows every exercise "not attempted" and no failure other than a
+  stub's NotImplementedError("exercise <id>"). Tests that never call a stubbed
+  function pass; tests that do (training, the CLI, the tutorials) stop on the
+  stub: they need the students' code, so they cannot pass before it exists.
+- Filling one exercise back in from the reference makes exactly that exercise
+  pass, for each of the ten (ten copies, graded two at a time).
+- Bad markers are reported with file and line, by ``check`` and by ``build``,
+  and ``build`` then writes nothing.
+
+Cost: one build per copy (~0.3 s) and twelve pytest subprocesses; the
+Hypothesis shrink phase is off in grading runs, so a test that stops on a stub
+fails at once.
+"""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from ldm_np import exercises
+from ldm_np.exercises import BY_ID, EXERCISES, TUTORIALS, MarkerError
+from ldm_np.gradcheck import TOLERANCE
+
+REPO = Path(__file__).resolve().parent.parent
+MARK = "#" * 3  # the marker prefix, spelled so that this file holds no marker line itself
+
+
+@pytest.fixture(scope="module")
+def regions() -> dict[str, exercises.Region]:
+    return {r.id: r for r in exercises.find_regions(REPO)}
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    """A fresh student copy (do not modify it: tests share it)."""
+    out = tmp_path_factory.mktemp("handout") / "student"
+    exercises.build(out, REPO)
+    return out
+
+
+def fill_in(copy: Path, region: exercises.Region) -> None:
+    """Put the reference's solution of one exercise back into a student copy, as a student would."""
+    solution = (REPO / region.path).read_text().splitlines(keepends=True)[region.begin : region.end - 1]
+    target = copy / region.path
+    text = target.read_text()
+    stub = exercises.stub_line(region.id, region.indent) + "\n"
+    assert text.count(stub) == 1, f"{region.id}: stub not found once in {target}"
+    target.write_text(text.replace(stub, "".join(solution)))
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ldm_np.exercises", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+# --------------------------------------------------------------------------
+# The table and the markers of this repository
+# --------------------------------------------------------------------------
+
+
+def test_list_shows_every_exercise_with_its_tutorial(capsys):
+    assert exercises.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for ex in EXERCISES:
+        line = next(line for line in out.splitlines() if line.startswith(ex.id + " "))
+        assert ex.tutorial in line and ex.location in line
+    assert {ex.tutorial for ex in EXERCISES} <= set(TUTORIALS)
+    assert len(BY_ID) == len(EXERCISES)  # ids are unique
+
+
+def test_check_passes_on_this_repository(capsys, regions):
+    assert exercises.main(["check"]) == 0
+    assert f"ok: {len(EXERCISES)} exercise regions" in capsys.readouterr().out
+    assert set(regions) == set(BY_ID)
+
+
+# --------------------------------------------------------------------------
+# The student copy
+# --------------------------------------------------------------------------
+
+
+def test_student_copy_differs_from_the_project_only_in_the_regions(student, regions):
+    files = {p.as_posix() for p in exercises.project_files(REPO)}
+    copied = {p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()}
+    assert copied == files
+    assert "tests/test_exercises.py" not in copied and "ldm_np/exercises.py" in copied
+    assert not any(part in exercises.EXCLUDED_DIRS for f in copied for part in Path(f).parts)
+    for required in ("pyproject.toml", "requirements.txt", "tests/conftest.py", "tutorials/_tutorial.py"):
+        assert required in copied
+    stubbed = {r.path for r in regions.values()}
+    for rel in files:
+        original, copy = (REPO / rel).read_bytes(), (student / rel).read_bytes()
+        if rel in stubbed:
+            expected = exercises.stub_out(original.decode(), [r for r in regions.values() if r.path == rel])
+            assert copy.decode() == expected, rel
+        else:
+            assert copy == original, rel
+
+
+def test_each_region_becomes_one_indented_stub_under_the_kept_docstring(student, regions):
+    for ex in EXERCISES:
+        region = regions[ex.id]
+        source = (student / ex.path).read_text()
+        assert source.count(f'raise NotImplementedError("exercise {ex.id}")') == 1
+        assert exercises.stub_line(ex.id, region.indent) + "\n" in source
+        assert "SOLUTION" not in source
+        docs = {}
+        for root in (REPO, student):
+            tree = ast.parse((root / ex.path).read_text())
+            fn = dict(exercises._functions(tree))[ex.function]
+            docs[root] = ast.get_docstring(fn)
+            if root is student:  # the body after the docstring starts or ends with the stub
+                stubs = [n for n in ast.walk(fn) if isinstance(n, ast.Raise) and "exercise" in ast.unparse(n)]
+                assert len(stubs) == 1
+        assert docs[student] and docs[student] == docs[REPO]
+
+
+def test_build_refuses_a_non_empty_folder_and_the_project_itself(tmp_path):
+    (tmp_path / "old.txt").write_text("x")
+    with pytest.raises(MarkerError, match="not an empty folder"):
+        exercises.build(tmp_path, REPO)
+    with pytest.raises(MarkerError, match="the project itself"):
+        exercises.build(REPO, REPO)
+
+
+# --------------------------------------------------------------------------
+# Grading
+# --------------------------------------------------------------------------
+
+
+def test_the_reference_passes_the_grader_for_every_exercise():
+    result = run_cli("grade", str(REPO))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()[:1] in [[i] for i in BY_ID]}
+    assert set(rows) == set(BY_ID)
+    for ex in EXERCISES:
+        assert " passed " in rows[ex.id], rows[ex.id]
+        if ex.probe is not None:  # the largest gradient error, printed as 1.2e-10
+            assert float(rows[ex.id].split()[-1]) < TOLERANCE, rows[ex.id]
+    assert f"{len(EXERCISES)} exercises: {len(EXERCISES)} passed" in result.stdout
+
+
+def test_a_fresh_copy_fails_every_exercise_on_its_stub_and_nothing_else(student, monkeypatch):
+    # The installed project on PYTHONPATH too: the copy must still import its own ldm_np.
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    probes = [ex.id for ex in EXERCISES if ex.probe is not None]
+    run = exercises.run_tests(student, [], probes=probes)  # the copy's whole suite
+    assert run.modules and all(Path(f).resolve().is_relative_to(student.resolve()) for f in run.modules.values())
+    assert not run.collect_errors, run.collect_errors
+
+    for ex in EXERCISES:
+        row = exercises.grade_exercise(ex, run)
+        assert (row.status, row.passed) == ("not attempted", 0), (ex.id, row)
+        graded = {n: r for n, r in run.tests.items() if ex.grades(n)}
+        assert graded and all(r["exercise"] == ex.id for r in graded.values()), (ex.id, graded)
+        if ex.probe is not None:
+            assert run.probes[ex.id]["status"] == "not attempted"
+
+    other = [f"{n}: {r['message']}" for n, r in run.tests.items() if r["outcome"] in ("failed", "error") and not r["exercise"]]
+    assert not other, "failures that are not an exercise stub:\n" + "\n".join(other)
+    passed = [n for n, r in run.tests.items() if r["outcome"] == "passed"]
+    assert len(passed) > len(run.tests) / 2  # most tests never reach a stub
+
+
+def test_filling_in_one_exercise_makes_exactly_that_exercise_pass(tmp_path, regions):
+    def one(ex: exercises.Exercise) -> list[str]:
+        copy = tmp_path / ex.id
+        exercises.build(copy, REPO)
+        fill_in(copy, regions[ex.id])
+        wrong = []
+        for row in exercises.grade(copy):
+            expected = "passed" if row.exercise is ex else "not attempted"
+            if row.status != expected:
+                wrong.append(f"filled {ex.id}: {row.exercise.id} is {row.status}, not {expected} {row.detail}")
+        return wrong
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each grade waits on its own pytest subprocess
+        problems = [p for found in pool.map(one, EXERCISES) for p in found]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_student_checks_one_exercise_from_the_command_line(tmp_path, regions):
+    copy = tmp_path / "student"
+    exercises.build(copy, REPO)
+    before = run_cli("grade", str(copy), "--exercise", "q_sample")
+    assert before.returncode == 1 and "not attempted" in before.stdout
+    assert "dense_backward" not in before.stdout  # only the exercise asked for
+    fill_in(copy, regions["q_sample"])
+    after = run_cli("grade", str(copy), "--exercise", "q_sample")
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "1 exercises: 1 passed" in after.stdout
+    bad = run_cli("grade", str(copy), "--exercise", "nope")
+    assert bad.returncode == 2 and "unknown exercise 'nope'" in bad.stderr
+
+
+def test_a_wrong_solution_is_failed_with_its_gradient_error(tmp_path, regions):
+    copy = tmp_path / "student"
+    exercises.build(copy, REPO)
+    fill_in(copy, regions["dense_backward"])
+    layers = copy / "ldm_np" / "layers.py"
+    text = layers.read_text()
+    assert text.count("x.T @ dy") == 1
+    layers.write_text(text.replace("x.T @ dy", "2.0 * (x.T @ dy)"))  # a wrong dkernel
+    (row,) = exercises.grade(copy, ["dense_backward"])
+    assert row.status == "failed" and row.grad_error is not None and row.grad_error > 0.1, row
+
+
+def test_the_grader_refuses_a_copy_that_imports_another_ldm_np(tmp_path, monkeypatch):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_one.py").write_text("import ldm_np\n\n\ndef test_one():\n    pass\n")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # no ldm_np in tmp_path: it would come from REPO
+    with pytest.raises(RuntimeError, match="imported ldm_np"):
+        exercises.run_tests(tmp_path, ["tests/test_one.py"])
+
+
+# --------------------------------------------------------------------------
+# Bad markers: reported with file and line, by check and by build
+# --------------------------------------------------------------------------
+
+
+def q_sample_lines(text: str) -> tuple[int, int]:
+    """0-based indices of the BEGIN and END lines of the q_sample region."""
+    lines = text.splitlines()
+    begin = lines.index(f"    {MARK} BEGIN SOLUTION q_sample")
+    end = next(i for i in range(begin, len(lines)) if lines[i].strip() == f"{MARK} END SOLUTION")
+    return begin, end
+
+
+def drop_end(lines, begin, end):
+    del lines[end]
+    return begin, "BEGIN SOLUTION q_sample has no END SOLUTION"
+
+
+def stray_end(lines, begin, end):
+    lines.insert(end + 1, f"    {MARK} END SOLUTION")
+    return end + 1, "END SOLUTION without a BEGIN SOLUTION"
+
+
+def nested(lines, begin, end):
+    lines.insert(begin + 1, f"    {MARK} BEGIN SOLUTION diffusion_loss")
+    return begin, "cannot nest"
+
+
+def unknown_id(lines, begin, end):
+    lines[begin] = f"    {MARK} BEGIN SOLUTION q_sampel"
+    return begin, "unknown exercise id 'q_sampel'"
+
+
+def missing_id(lines, begin, end):
+    lines[begin] = f"    {MARK} BEGIN SOLUTION"
+    return begin, "needs an exercise id"
+
+
+def near_miss(lines, begin, end):
+    lines[begin] = f"    ## BEGIN SOLUTION q_sample"
+    return begin, "looks like a solution marker"
+
+
+def around_docstring(lines, begin, end):
+    marker = lines.pop(begin)
+    first = max(i for i in range(begin) if lines[i].startswith("def q_sample("))
+    lines.insert(first + 1, marker)
+    return first + 1, "docstring"
+
+
+def wrong_indent(lines, begin, end):
+    lines[begin] = f"{MARK} BEGIN SOLUTION q_sample"
+    lines[end] = f"{MARK} END SOLUTION"
+    return begin, "indented 0 columns but the code in its region 4"
+
+
+def duplicate(lines, begin, end):
+    lines[end + 1 : end + 1] = ["", "", "def extra():", '    """Doc."""', f"    {MARK} BEGIN SOLUTION q_sample", "    return 1", f"    {MARK} END SOLUTION"]
+    return end + 5, "already has a region"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [drop_end, stray_end, nested, unknown_id, missing_id, near_miss, around_docstring, wrong_indent, duplicate],
+)
+def test_bad_markers_are_reported_with_file_and_line(spoil, tmp_path, capsys):
+    project = tmp_path / "project"
+    for rel in exercises.project_files(REPO):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / rel, project / rel)
+    target = project / "ldm_np" / "diffusion.py"
+    lines = target.read_text().splitlines()
+    index, phrase = spoil(lines, *q_sample_lines(target.read_text()))
+    target.write_text("\n".join(lines) + "\n")
+    where = f"ldm_np/diffusion.py:{index + 1}:"
+
+    assert exercises.main(["check", "--root", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert any(where in line and phrase in line for line in err.splitlines()), err
+
+    out = tmp_path / "out"
+    assert exercises.main(["build", str(out), "--root", str(project)]) == 1
+    assert where in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(MarkerError) as info:
+        exercises.build(out, project)
+    assert any(where in p and phrase in p for p in info.value.problems)
+
+
+def test_scan_markers_on_a_small_file():
+    text = "\n".join(
+        [
+            "def f(x):",
+            '    """Twice x."""',
+            f"    {MARK} BEGIN SOLUTION dense_backward",
+            "    y = 2 * x",
+            "    return y",
+            f"    {MARK} END SOLUTION",
+        ]
+    )
+    (region,), problems = exercises.scan_markers("f.py", text)
+    assert not problems and (region.begin, region.end, region.indent) == (3, 6, "    ")
+    stubbed = exercises.stub_out(text + "\n", [region])
+    assert stubbed.splitlines()[2:] == ['    raise NotImplementedError("exercise dense_backward")']
