@@ -17,6 +17,8 @@ TINY = [
     "1",
     "--num-steps",
     "50",
+    "--schedule",
+    "cosine",
     "--vae-steps",
     "20",
     "--denoiser-steps",
