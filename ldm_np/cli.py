@@ -335,16 +335,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# The demo is unconditional by default. Measured on the digits with these
+# defaults (one training run, sampling seeds 0 and 1): the unconditional
+# model's samples scored Frechet ratios 0.91 and 0.78, a conditional model's
+# null-label samples 1.66 and 1.52 (and a less even class balance): the null
+# label, trained on 10% of the batches, is the weaker unconditional model.
+# ``demo --conditional`` trains with labels and adds the guidance figures and table.
+DEMO_GUIDANCE_SCALES = "0,1,3,7"
+DEMO_HOLDOUT = 16  # digits kept out of training, completed in inpainting.png
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     train_args = build_parser().parse_args(
         ["train", "--dataset", "digits", "--out", args.out, "--seed", str(args.seed), "--device", args.device]
+        + ["--holdout", str(DEMO_HOLDOUT)]
+        + (["--conditional"] if args.conditional else [])
         + (["--no-progress"] if args.no_progress else [])
     )
     status = cmd_train(train_args)
     if status:
         return status
     eval_args = argparse.Namespace(
-        run=args.out, device=args.device, num_samples=1000, sampler="ddim", steps=50, seed=args.seed
+        run=args.out,
+        device=args.device,
+        num_samples=1000,
+        sampler="ddim",
+        steps=50,
+        seed=args.seed,
+        guidance_scales=DEMO_GUIDANCE_SCALES if args.conditional else None,
+        n_per_class=100,
     )
     return cmd_evaluate(eval_args)
 
@@ -366,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="train a class-conditional model: adds class_grid.png, guidance.png and a guidance table",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train both stages and write a checkpoint and figures")

@@ -24,6 +24,7 @@ from .layers import (
     TIME_INPUTS,
     dense_backward,
     dense_forward,
+    dense_param_grads,
     init_dense,
     init_layernorm,
     residual_block_backward,
@@ -170,5 +171,6 @@ class Denoiser(Module):
         if c_lab is not None:
             g["label_embed"]["table"] = label_embedding_backward(dh, c_lab)
         dtemb = silu_backward(dh, s_t)
-        _, g["time_mlp_1"]["kernel"], g["time_mlp_1"]["bias"] = dense_backward(dtemb, c_t)
+        # The time MLP's input is the fixed sinusoidal embedding: no dx needed.
+        g["time_mlp_1"]["kernel"], g["time_mlp_1"]["bias"] = dense_param_grads(dtemb, c_t)
         return dz_t

@@ -499,7 +499,9 @@ def _check_against_table(root: Path, regions: list[Region], texts: dict[str, str
                 trees[r.path] = ast.Module(body=[], type_ignores=[])
         # The END marker may follow the function's last statement: test the region's code lines.
         body = texts[r.path].splitlines()[r.begin : r.end - 1]
-        last = r.begin + max((i for i, line in enumerate(body, 1) if line.strip()[:1] not in ("", "#")), default=0)
+        last = r.begin + max(
+            (i for i, line in enumerate(body, 1) if line.strip()[:1] not in ("", "#")), default=0
+        )
         enclosing = [
             (name, fn)
             for name, fn in _functions(trees[r.path])
@@ -637,9 +639,9 @@ def build(out: Path, root: Path = PROJECT_ROOT) -> list[Region]:
 _PLUGIN = "_ldm_np_grade_plugin"
 _REPORT_ENV = "LDM_NP_GRADE_REPORT"
 _PROBES_ENV = "LDM_NP_GRADE_PROBES"
-_NIE_TEXT = re.compile(r"NotImplementedError: exercise ([A-Za-z0-9_]+)")
 _NIE_MESSAGE = re.compile(r"^exercise ([A-Za-z0-9_]+)$")
-_STUB_MENTION = re.compile(r"\bexercise (" + "|".join(BY_ID) + r")\b")
+# A stub's message seen as text: in a traceback, or as the CLI prints it ("error: exercise <id>").
+_STUB_TEXT = re.compile(r"(?:NotImplementedError: |error: )exercise (" + "|".join(BY_ID) + r")\b")
 
 
 @dataclass
@@ -691,7 +693,8 @@ def run_tests(
             "-p",
             "no:cacheprovider",
             "-q",
-            "--tb=short",
+            "--continue-on-collection-errors",
+            "--tb=line",  # the report reads the exceptions themselves; long tracebacks cost seconds
             f"--rootdir={root}",
             *extra_args,
             *nodeids,
@@ -728,6 +731,7 @@ class Grade:
     total: int
     grad_error: float | None
     detail: str = ""
+    test: str = ""  # the first failing test's node id, if any
 
 
 def grade_exercise(ex: Exercise, run: RunResult) -> Grade:
@@ -753,7 +757,7 @@ def grade_exercise(ex: Exercise, run: RunResult) -> Grade:
         nodeid, r = next((n, r) for n, r in failures.items() if r.get("exercise") != ex.id)
         other = r.get("exercise")
         why = f"needs exercise '{other}' first" if other else r.get("message", "")
-        return Grade(ex, "failed", passed, len(rows), error, f"{nodeid}: {why}")
+        return Grade(ex, "failed", passed, len(rows), error, f"{nodeid}: {why}", nodeid)
     if ex.probe is not None and probe.get("status") != "ok":
         return Grade(
             ex, "failed", passed, len(rows), None, f"gradient probe: {probe.get('message', 'did not run')}"
@@ -863,6 +867,9 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         return 2
     print(f"grading {root}\n")
     print(format_grades(grades))
+    failing = [g.test for g in grades if g.test]
+    if failing:
+        print(f"\nto see a failure in full: cd {root} && python -m pytest {failing[0]}")
     return 0 if all(g.status == "passed" for g in grades) else 1
 
 
@@ -898,28 +905,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 # pytest plugin: active only in the grading subprocess (see run_tests)
 # --------------------------------------------------------------------------
 
-_TESTS: dict[str, dict[str, Any]] = {}
+_TESTS: dict[str, dict[str, Any]] = {}  # node id -> outcome, exercise whose stub stopped it, message
 _COLLECT_ERRORS: dict[str, str] = {}
-
-
-def _exercise_of(exc: BaseException) -> str | None:
-    """The id if ``exc`` (or every exception inside a group, or a cause) is an exercise stub's error."""
-    found: list[str | None] = []
-    for leaf in _leaves(exc):
-        ex_id = None
-        seen = leaf
-        while seen is not None and ex_id is None:
-            if isinstance(seen, NotImplementedError) and (m := _NIE_MESSAGE.match(str(seen))):
-                ex_id = m[1]
-            seen = seen.__cause__ or seen.__context__
-        found.append(ex_id)
-    return found[0] if found and None not in found else None
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
+# Exceptions already classified, by id: a module-scoped fixture that failed is
+# re-raised, the same object, for every test that uses it.
+_SEEN: dict[int, tuple[BaseException, str | None]] = {}
 
 
 def pytest_runtest_logreport(report: Any) -> None:
@@ -927,38 +917,57 @@ def pytest_runtest_logreport(report: Any) -> None:
     if report.failed:
         entry["outcome"] = "failed" if report.when == "call" else "error"
         entry["message"] = _failure_line(report.longreprtext)
-        if entry["exercise"] is None:
-            entry["exercise"] = _stub_in_text(report)
     elif report.skipped and entry["outcome"] == "passed":
         entry["outcome"] = "xfailed" if hasattr(report, "wasxfail") else "skipped"
-    elif report.passed and report.when == "call" and hasattr(report, "wasxfail"):
-        entry["outcome"] = "xpassed"
 
 
 def pytest_exception_interact(node: Any, call: Any, report: Any) -> None:
     entry = _TESTS.get(node.nodeid)
-    if entry is not None and call.excinfo is not None:
-        entry["exercise"] = _exercise_of(call.excinfo.value) or (
-            None if _any_stub(call.excinfo.value) else entry["exercise"]
-        )
+    if entry is None or call.excinfo is None:  # a collection error: see pytest_collectreport
+        return
+    exc = call.excinfo.value
+    text = str(exc).strip()
+    entry["message"] = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+    if id(exc) not in _SEEN:
+        captured = "\n".join(content for _, content in getattr(report, "sections", []))
+        _SEEN[id(exc)] = (exc, _stub_of(exc, captured))
+    entry["exercise"] = _SEEN[id(exc)][1]
 
 
-def _stub_in_text(report: Any) -> str | None:
-    """The exercise whose stub stopped a test that did not raise it itself, from the report's text.
+def _stub_of(exc: BaseException, captured: str) -> str | None:
+    """The exercise whose stub made the test fail, or None for any other failure.
 
-    A tutorial run in a subprocess shows the stub's traceback in its output; the
-    command line turns the error into "error: exercise <id>" on stderr.
+    Either the exception is the stub's NotImplementedError (also as the cause of
+    another exception, or as every member of an exception group), or, when the
+    stub ran where the test cannot catch it (a tutorial or the CLI in a
+    subprocess, the CLI's own error handler), its message appears in the
+    exception's text, a subprocess's output, or the test's captured output.
     """
-    if m := _NIE_TEXT.search(report.longreprtext):
-        return m[1]
-    captured = "\n".join(text for _, text in getattr(report, "sections", []))
-    if m := _STUB_MENTION.search(captured):
-        return m[1]
+    found = []
+    for leaf in _leaves(exc):
+        link: BaseException | None = leaf
+        ex_id = None
+        while link is not None and ex_id is None:
+            if isinstance(link, NotImplementedError) and (m := _NIE_MESSAGE.match(str(link))):
+                ex_id = m[1]
+            link = link.__cause__ or link.__context__
+        found.append(ex_id)
+    if any(found):
+        return found[0] if None not in found else None  # a group mixing stubs and real failures
+    texts = [str(exc), captured]
+    for name in ("stdout", "stderr", "output"):
+        value = getattr(exc, name, None)
+        texts.append(value.decode(errors="replace") if isinstance(value, bytes) else str(value or ""))
+    for text in texts:
+        if m := _STUB_TEXT.search(text):
+            return m[1]
     return None
 
 
-def _any_stub(exc: BaseException) -> bool:
-    return any(isinstance(e, NotImplementedError) and _NIE_MESSAGE.match(str(e)) for e in _leaves(exc))
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
 
 
 def pytest_plugin_registered(plugin: Any, manager: Any) -> None:
@@ -986,11 +995,9 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
     path = os.environ.get(_REPORT_ENV)
     if not path:
         return
-    probes = {}
-    for ex_id in filter(None, os.environ.get(_PROBES_ENV, "").split(",")):
-        probes[ex_id] = _run_probe(BY_ID[ex_id])
+    probes = {ex_id: _run_probe(BY_ID[ex_id]) for ex_id in filter(None, os.environ[_PROBES_ENV].split(","))}
     modules = {
-        name: str(getattr(mod, "__file__", None))
+        name: str(mod.__file__)
         for name, mod in list(sys.modules.items())
         if (name == "ldm_np" or name.startswith("ldm_np.")) and getattr(mod, "__file__", None)
     }
@@ -1007,7 +1014,7 @@ def _run_probe(ex: Exercise) -> dict[str, Any]:
             return {"status": "not attempted", "error": None, "message": str(e)}
         return {"status": "error", "error": None, "message": f"NotImplementedError: {e}"}
     except Exception as e:
-        return {"status": "error", "error": None, "message": f"{type(e).__name__}: {e}"}
+        return {"status": "error", "error": None, "message": f"{type(e).__name__}: {e}"[:300]}
     return {"status": "ok", "error": error, "message": ""}
 
 
@@ -1015,8 +1022,7 @@ def _failure_line(text: str) -> str:
     """The exception line of a pytest failure text ("E   ValueError: ..."), else its last line."""
     lines = [line for line in text.splitlines() if line.strip()]
     errors = [line[1:].strip() for line in lines if line.startswith("E ")]
-    line = errors[0] if errors else (lines[-1].strip() if lines else "")
-    return line[:300]
+    return (errors[0] if errors else (lines[-1].strip() if lines else ""))[:300]
 
 
 if __name__ == "__main__":

@@ -56,11 +56,12 @@ loss, and the same strength means the same thing for every model.
 The step is long at high noise (x0_hat moves by tens of latent units at the
 first DDIM step on the digits) but DDIM keeps only a sliver of it there:
 x_prev moves by (sqrt(ab_prev) - sqrt(1 - ab_prev) a_t / s_t) times the
-change of x0_hat, about 0.002 at t = 980. A trust region in x0_hat's units
-would therefore cut exactly the early steps that shape the sample (measured:
-a cap of 3 latent units raised the error on the known half by half), so
-there is none. The step trusts the decoder's linearisation; on the trained
-digits models every strength from 0.1 to 4 stayed finite.
+change of x0_hat, 0.0017 at the first step (t = 980 -> 960). A trust region
+in x0_hat's units would therefore cut exactly the early steps that shape the
+sample (measured: a cap of 3 latent units raised the error on the known half
+by half), so there is none. The step trusts the decoder's linearisation; on the trained
+digits models every strength from 0.1 to 4 stayed finite (a fixed weight
+without the curvature diverged at 10).
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ from .diffusion import _target, _x0_from, check_prediction_type, gather
 from .samplers import sample as run_sampler
 from .validation import check_array, check_float, check_int
 
-# The fraction of the Gauss-Newton line step taken at each sampler step
-# (1 = the minimum of the linearised loss along the gradient); measured on
-# the digits demo model, see ``inpaint``.
-DEFAULT_INPAINT_STRENGTH = 1.0
+# The multiple of the Gauss-Newton line step taken at each sampler step
+# (1 = the minimum of the linearised loss along the gradient). Measured on the
+# digits demo model (200 digits, top half known; rms error on the known half,
+# data units, VAE reconstruction 0.066): 0.36 unguided, 0.13 at 1, 0.11 at
+# 1.5 and 2, 0.18 at 4 (overshooting).
+DEFAULT_INPAINT_STRENGTH = 1.5
 
 
 # --------------------------------------------------------------------------
@@ -324,14 +327,16 @@ def inpaint(
     c = model.config
     xp = model.xp
     x_known = np.asarray(to_numpy(x_known), dtype=c.dtype)
+    check_array(x_known, "x_known", shape=(None, c.input_size), finite=False)
+    n = x_known.shape[0]
     mask = np.asarray(to_numpy(mask))
-    n = x_known.shape[0] if x_known.ndim == 2 else -1
-    check_array(mask.astype(c.dtype), "mask", shape=(n, c.input_size))
-    if not np.isin(mask, (0, 1)).all():
-        raise ValueError("mask must hold only 0 (unknown) and 1 (known)")
-    mask = mask.astype(c.dtype)
+    if mask.shape != x_known.shape or not np.isin(mask, (0, 1)).all():
+        raise ValueError(
+            f"mask must be 0 (unknown) or 1 (known) in the shape of x_known {list(x_known.shape)}"
+        )
+    mask = mask.astype(c.dtype)  # an int or bool mask would promote float32 to float64
     known = np.where(mask > 0, x_known, 0.0).astype(c.dtype)
-    check_array(known, "x_known", shape=(n, c.input_size))
+    check_array(known, "x_known (where mask = 1)", shape=(n, c.input_size))
     num_inference_steps = check_int(num_inference_steps, "num_inference_steps")
     known_std = model.standardize(to_device(known, model.device)) * to_device(mask, model.device)
     mask_d = to_device(mask, model.device)

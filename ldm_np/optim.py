@@ -50,6 +50,9 @@ class Adam:
         self.weight_decay = check_float(weight_decay, "weight_decay", low=0.0)
         self.t = 0
         self.state: dict[str, dict[str, Any]] = {}  # "layer.param" -> {"m", "v"}
+        # One work array per parameter, reused at every step so that an update
+        # allocates nothing. Not part of the state: it never carries information.
+        self._scratch: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}, t={self.t})"
@@ -65,25 +68,33 @@ class Adam:
         for layer, name, p in iter_params(params):
             g = grads[layer][name]
             key = f"{layer}.{name}"
+            xp = get_array_module(p)
             state = self.state.get(key)
             if state is None:
-                xp = get_array_module(p)
                 state = self.state[key] = {"m": xp.zeros_like(p), "v": xp.zeros_like(p)}
             m, v = state["m"], state["v"]
+            work = self._scratch.get(key)
+            if work is None or work.shape != p.shape or work.dtype != p.dtype:
+                work = self._scratch[key] = xp.empty_like(p)
             if self.weight_decay:
                 if self.decoupled:
                     p *= 1.0 - self.lr * self.weight_decay
                 else:
                     g = g + self.weight_decay * p
-            # In-place moment updates: no new arrays for m and v.
+            # The update above, every operation in place; ``work`` holds each
+            # intermediate in turn, so no array is allocated.
             m *= b1
-            m += (1.0 - b1) * g
+            m += xp.multiply(g, 1.0 - b1, out=work)  # m = b1 m + (1 - b1) g
             v *= b2
-            v += (1.0 - b2) * (g * g)
-            denom = v**0.5
+            work = xp.multiply(g, g, out=work)
+            work *= 1.0 - b2
+            v += work  # v = b2 v + (1 - b2) g^2
+            denom = xp.sqrt(v, out=work)
             denom /= sqrt_bias2
-            denom += self.eps
-            p -= step_size * (m / denom)
+            denom += self.eps  # sqrt(v / (1 - b2^t)) + eps = sqrt(v_hat) + eps
+            update = xp.divide(m, denom, out=work)
+            update *= step_size
+            p -= update  # p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     def state_arrays(self) -> dict[str, Any]:
         """The moments as a flat dict ``{"m.layer.param": array, "v.layer.param": array}``."""

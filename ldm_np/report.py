@@ -16,9 +16,11 @@ from .schedules import make_schedule
 FORWARD_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 1.0)
 
 # Class-conditional runs: the guidance scales of guidance.png, and the one of
-# class_grid.png (measured on the digits demo: see ``ldm_np.guidance.guidance_report``).
+# class_grid.png. Measured on the digits demo (``guidance_report``): w = 1 gives
+# 97% of samples in the class asked for at a Frechet ratio of 0.60, w = 2 99.8%
+# at 1.44, w = 3 99.8% at 2.38, w = 7 98% at 8.2.
 GUIDANCE_SCALES = (0.0, 1.0, 3.0, 7.0)
-CLASS_GRID_GUIDANCE = 3.0
+CLASS_GRID_GUIDANCE = 2.0
 CLASS_GRID_COLUMNS = 10
 
 

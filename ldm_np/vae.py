@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module
-from .layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
+from .layers import (
+    dense_backward,
+    dense_forward,
+    dense_param_grads,
+    init_dense,
+    silu_backward,
+    silu_forward,
+)
 from .module import Module
 from .validation import check_array, check_dtype_name, check_int
 
@@ -127,8 +134,13 @@ class Encoder(Module):
         self._cache = (c0, s0, c1, s1, c_mu, c_lv)
         return mu, log_var
 
-    def backward(self, dmu: Any, dlog_var: Any) -> Any:
-        """Fill ``grads`` from dL/dmu and dL/dlog_var; return dL/dx [batch, input_size]."""
+    def backward(self, dmu: Any, dlog_var: Any, *, input_grad: bool = True) -> Any:
+        """Fill ``grads`` from dL/dmu and dL/dlog_var; return dL/dx [batch, input_size].
+
+        ``input_grad=False`` returns None instead: training on fixed data never
+        uses dL/dx, and skipping it saves the largest matrix product of the
+        encoder's backward pass (batch x hidden x input_size multiply-adds).
+        """
         c0, s0, c1, s1, c_mu, c_lv = self._take_cache()
         batch = c0[0].shape[0]
         check_array(dmu, "dmu", shape=(batch, self.latent_size), dtype=self.dtype, finite=False)
@@ -140,6 +152,9 @@ class Encoder(Module):
         da = silu_backward(da, s1)
         da, g["enc_dense_1"]["kernel"], g["enc_dense_1"]["bias"] = dense_backward(da, c1)
         da = silu_backward(da, s0)
+        if not input_grad:
+            g["enc_dense_0"]["kernel"], g["enc_dense_0"]["bias"] = dense_param_grads(da, c0)
+            return None
         dx, g["enc_dense_0"]["kernel"], g["enc_dense_0"]["bias"] = dense_backward(da, c0)
         return dx
 

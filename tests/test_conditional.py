@@ -9,6 +9,7 @@ import pytest
 from conftest import perturb_params
 
 import ldm_np.pipeline as pipeline_module
+from ldm_np.checkpoint import load_checkpoint, save_checkpoint
 from ldm_np.cli import main
 from ldm_np.datasets import load_dataset
 from ldm_np.denoiser import Denoiser
@@ -163,6 +164,14 @@ def test_an_unconditional_checkpoint_still_loads(digits, tmp_path):
     )
     with pytest.raises(ValueError, match="unconditional"):
         loaded.sample(4, labels=np.zeros(4, np.int64), num_inference_steps=5)
+    # A checkpoint written before the conditioning fields existed loads as unconditional.
+    arrays, config, state = load_checkpoint(tmp_path / "uncond.safetensors")
+    del config["num_classes"], config["p_uncond"]
+    old = LatentDiffusion.load(save_checkpoint(tmp_path / "old.safetensors", arrays, config, state))
+    assert old.config.num_classes is None
+    np.testing.assert_array_equal(
+        old.sample(4, num_inference_steps=5), model.sample(4, num_inference_steps=5)
+    )
 
 
 @pytest.mark.parametrize(

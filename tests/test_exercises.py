@@ -23,6 +23,8 @@ fails at once.
 from __future__ import annotations
 
 import ast
+import itertools
+import math
 import shutil
 import subprocess
 import sys
@@ -62,15 +64,20 @@ def fill_in(copy: Path, region: exercises.Region) -> None:
     target.write_text(text.replace(stub, "".join(solution)))
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m ldm_np.exercises ARGS``, as an instructor or a student types it."""
     return subprocess.run(
         [sys.executable, "-m", "ldm_np.exercises", *args],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def grade_rows(stdout: str) -> dict[str, str]:
+    """The rows of a printed grade table, by exercise id."""
+    return {line.split()[0]: line for line in stdout.splitlines() if line.split()[:1] in ([i] for i in BY_ID)}
 
 
 # --------------------------------------------------------------------------
@@ -151,7 +158,7 @@ def test_build_refuses_a_non_empty_folder_and_the_project_itself(tmp_path):
 def test_the_reference_passes_the_grader_for_every_exercise():
     result = run_cli("grade", str(REPO))
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.split()[:1] in [[i] for i in BY_ID]}
+    rows = grade_rows(result.stdout)
     assert set(rows) == set(BY_ID)
     for ex in EXERCISES:
         assert " passed " in rows[ex.id], rows[ex.id]
@@ -161,12 +168,24 @@ def test_the_reference_passes_the_grader_for_every_exercise():
 
 
 def test_a_fresh_copy_fails_every_exercise_on_its_stub_and_nothing_else(student, monkeypatch):
-    # The installed project on PYTHONPATH too: the copy must still import its own ldm_np.
+    # The project on PYTHONPATH as well: the copy must still import its own ldm_np.
     monkeypatch.setenv("PYTHONPATH", str(REPO))
+    files = sorted(p.relative_to(student).as_posix() for p in (student / "tests").glob("test_*.py"))
     probes = [ex.id for ex in EXERCISES if ex.probe is not None]
-    run = exercises.run_tests(student, [], probes=probes)  # the copy's whole suite
-    assert run.modules and all(Path(f).resolve().is_relative_to(student.resolve()) for f in run.modules.values())
-    assert not run.collect_errors, run.collect_errors
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the copy's whole suite, in two halves at once
+        halves = list(
+            pool.map(lambda k: exercises.run_tests(student, files[k::2], probes=probes[k::2]), (0, 1))
+        )
+    run = exercises.RunResult(
+        tests={**halves[0].tests, **halves[1].tests},
+        probes={**halves[0].probes, **halves[1].probes},
+        collect_errors={**halves[0].collect_errors, **halves[1].collect_errors},
+        modules={**halves[0].modules, **halves[1].modules},
+        returncode=max(h.returncode for h in halves),
+        output="",
+    )
+    assert all(Path(f).resolve().is_relative_to(student.resolve()) for f in run.modules.values())
+    assert "ldm_np.layers" in run.modules and not run.collect_errors, run.collect_errors
 
     for ex in EXERCISES:
         row = exercises.grade_exercise(ex, run)
@@ -176,53 +195,87 @@ def test_a_fresh_copy_fails_every_exercise_on_its_stub_and_nothing_else(student,
         if ex.probe is not None:
             assert run.probes[ex.id]["status"] == "not attempted"
 
-    other = [f"{n}: {r['message']}" for n, r in run.tests.items() if r["outcome"] in ("failed", "error") and not r["exercise"]]
+    failed = {n: r for n, r in run.tests.items() if r["outcome"] in ("failed", "error")}
+    other = [f"{n}: {r['message']}" for n, r in failed.items() if not r["exercise"]]
     assert not other, "failures that are not an exercise stub:\n" + "\n".join(other)
-    passed = [n for n, r in run.tests.items() if r["outcome"] == "passed"]
-    assert len(passed) > len(run.tests) / 2  # most tests never reach a stub
+    assert len(run.tests) - len(failed) > len(run.tests) / 2  # most tests never reach a stub
 
 
-def test_filling_in_one_exercise_makes_exactly_that_exercise_pass(tmp_path, regions):
-    def one(ex: exercises.Exercise) -> list[str]:
-        copy = tmp_path / ex.id
+def fill_plan(n: int) -> list[list[int]]:
+    """Which of n exercises to fill in, per copy, so that for any two exercises X != Y some
+    copy has X filled in and Y still stubbed.
+
+    Exercise i gets its own set of copies, all sets of one size k from m copies, so no set
+    contains another; m is the smallest with C(m, m // 2) >= n (5 copies for 10 exercises).
+    """
+    m = next(m for m in range(1, n + 2) if math.comb(m, m // 2) >= n)
+    codes = list(itertools.combinations(range(m), m // 2))[:n]
+    return [[i for i, code in enumerate(codes) if copy in code] for copy in range(m)]
+
+
+def test_filling_in_exercises_makes_exactly_those_pass(tmp_path, regions):
+    """Each exercise passes once filled in, whichever others are filled in or still stubbed.
+
+    For each X and each other Y, some copy has X filled in and Y stubbed; X passing there
+    shows that X's tests never reach Y's region. So in a copy with X alone filled in, X's
+    tests run exactly the reference's code and pass, while every other exercise still stops
+    on its own stub (its tests reach their own stub first: the fresh-copy test). Five
+    copies prove this for all ten exercises; the next test shows it literally for one.
+    """
+
+    def fill_and_grade(k: int, filled: list[int]) -> list[str]:
+        copy = tmp_path / f"copy{k}"
         exercises.build(copy, REPO)
-        fill_in(copy, regions[ex.id])
+        for i in filled:
+            fill_in(copy, regions[EXERCISES[i].id])
         wrong = []
-        for row in exercises.grade(copy):
-            expected = "passed" if row.exercise is ex else "not attempted"
+        for i, row in enumerate(exercises.grade(copy)):
+            expected = "passed" if i in filled else "not attempted"
             if row.status != expected:
-                wrong.append(f"filled {ex.id}: {row.exercise.id} is {row.status}, not {expected} {row.detail}")
+                names = [EXERCISES[j].id for j in filled]
+                wrong.append(
+                    f"filled {names}: {row.exercise.id} is {row.status}, not {expected} {row.detail}"
+                )
         return wrong
 
+    n = len(EXERCISES)
+    plan = fill_plan(n)
+    assert all(any(x in f and y not in f for f in plan) for x in range(n) for y in range(n) if x != y)
     with ThreadPoolExecutor(max_workers=2) as pool:  # each grade waits on its own pytest subprocess
-        problems = [p for found in pool.map(one, EXERCISES) for p in found]
+        problems = [p for found in pool.map(fill_and_grade, range(len(plan)), plan) for p in found]
     assert not problems, "\n".join(problems)
 
 
-def test_a_student_checks_one_exercise_from_the_command_line(tmp_path, regions):
-    copy = tmp_path / "student"
-    exercises.build(copy, REPO)
-    before = run_cli("grade", str(copy), "--exercise", "q_sample")
-    assert before.returncode == 1 and "not attempted" in before.stdout
-    assert "dense_backward" not in before.stdout  # only the exercise asked for
-    fill_in(copy, regions["q_sample"])
-    after = run_cli("grade", str(copy), "--exercise", "q_sample")
-    assert after.returncode == 0, after.stdout + after.stderr
-    assert "1 exercises: 1 passed" in after.stdout
-    bad = run_cli("grade", str(copy), "--exercise", "nope")
-    assert bad.returncode == 2 and "unknown exercise 'nope'" in bad.stderr
-
-
-def test_a_wrong_solution_is_failed_with_its_gradient_error(tmp_path, regions):
+def test_filling_in_one_exercise_makes_exactly_that_one_pass_and_a_bug_fails_it(tmp_path, regions):
     copy = tmp_path / "student"
     exercises.build(copy, REPO)
     fill_in(copy, regions["dense_backward"])
+    result = run_cli("grade", str(copy))  # what an instructor runs on a submission
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = grade_rows(result.stdout)
+    assert " passed " in rows.pop("dense_backward")
+    assert len(rows) == len(EXERCISES) - 1 and all(" not attempted " in r for r in rows.values()), (
+        result.stdout
+    )
+    assert f"{len(EXERCISES)} exercises: 1 passed, {len(EXERCISES) - 1} not attempted" in result.stdout
+
     layers = copy / "ldm_np" / "layers.py"
     text = layers.read_text()
     assert text.count("x.T @ dy") == 1
-    layers.write_text(text.replace("x.T @ dy", "2.0 * (x.T @ dy)"))  # a wrong dkernel
-    (row,) = exercises.grade(copy, ["dense_backward"])
-    assert row.status == "failed" and row.grad_error is not None and row.grad_error > 0.1, row
+    layers.write_text(text.replace("x.T @ dy", "2.0 * (x.T @ dy)"))  # dkernel twice too large
+    result = run_cli("grade", str(copy), "--exercise", "dense_backward")  # what a student runs
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert list(grade_rows(result.stdout)) == ["dense_backward"]  # only the exercise asked for
+    row = grade_rows(result.stdout)["dense_backward"]
+    assert " failed " in row and float(row.split()[-1]) > 0.1, result.stdout
+    assert "python -m pytest tests/test_layers.py::test_dense_gradients" in result.stdout
+
+
+def test_grade_refuses_an_unknown_exercise_and_a_folder_without_ldm_np(tmp_path, capsys):
+    assert exercises.main(["grade", str(REPO), "--exercise", "nope"]) == 2
+    assert "unknown exercise 'nope'" in capsys.readouterr().err
+    assert exercises.main(["grade", str(tmp_path)]) == 2
+    assert "no ldm_np package" in capsys.readouterr().err
 
 
 def test_the_grader_refuses_a_copy_that_imports_another_ldm_np(tmp_path, monkeypatch):
@@ -272,7 +325,7 @@ def missing_id(lines, begin, end):
 
 
 def near_miss(lines, begin, end):
-    lines[begin] = f"    ## BEGIN SOLUTION q_sample"
+    lines[begin] = "    ## BEGIN SOLUTION q_sample"
     return begin, "looks like a solution marker"
 
 
@@ -290,13 +343,31 @@ def wrong_indent(lines, begin, end):
 
 
 def duplicate(lines, begin, end):
-    lines[end + 1 : end + 1] = ["", "", "def extra():", '    """Doc."""', f"    {MARK} BEGIN SOLUTION q_sample", "    return 1", f"    {MARK} END SOLUTION"]
+    lines[end + 1 : end + 1] = [
+        "",
+        "",
+        "def extra():",
+        '    """Doc."""',
+        f"    {MARK} BEGIN SOLUTION q_sample",
+        "    return 1",
+        f"    {MARK} END SOLUTION",
+    ]
     return end + 5, "already has a region"
 
 
 @pytest.mark.parametrize(
     "spoil",
-    [drop_end, stray_end, nested, unknown_id, missing_id, near_miss, around_docstring, wrong_indent, duplicate],
+    [
+        drop_end,
+        stray_end,
+        nested,
+        unknown_id,
+        missing_id,
+        near_miss,
+        around_docstring,
+        wrong_indent,
+        duplicate,
+    ],
 )
 def test_bad_markers_are_reported_with_file_and_line(spoil, tmp_path, capsys):
     project = tmp_path / "project"

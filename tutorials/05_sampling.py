@@ -144,12 +144,13 @@ assert rec.t == t_pause and rec.t_prev == t_pause - 1
 
 replay = np.random.default_rng(SEED)
 x_T_replayed = replay.standard_normal((B, 2), dtype=np.float32)  # x_T is drawn first
-for t in range(T - 1, t_pause - 1, -1):  # then one z per step, t = 999 down to t_pause
-    z = replay.standard_normal((B, 2), dtype=np.float32)
+for _ in range(T - 1, t_pause - 1, -1):  # then one z per step, t = 999 down to t_pause
+    z = replay.standard_normal((B, 2), dtype=np.float32)  # the last one drawn is t_pause's
 
 # The equations above, in float64, from the float32 schedule values.
-f64 = {k: np.float64(schedule[k][t_pause]) for k in ("betas", "alphas", "alphas_cumprod")}
-ab_t, ab_prev, beta_t, alpha_t = f64["alphas_cumprod"], np.float64(ab[t_pause - 1]), f64["betas"], f64["alphas"]
+beta_t = np.float64(schedule["betas"][t_pause])
+alpha_t = np.float64(schedule["alphas"][t_pause])
+ab_t, ab_prev = np.float64(ab[t_pause]), np.float64(ab[t_pause - 1])
 eps_hat = oracle(x_t, np.full(B, t_pause)).astype(np.float64)  # [B, 2], the model's output
 x0_hat = (x_t - np.sqrt(1 - ab_t) * eps_hat) / np.sqrt(ab_t)  # [B, 2]
 coef1 = np.sqrt(ab_prev) * beta_t / (1 - ab_t)
@@ -157,7 +158,8 @@ coef2 = np.sqrt(alpha_t) * (1 - ab_prev) / (1 - ab_t)
 sigma = np.sqrt(beta_t * (1 - ab_prev) / (1 - ab_t))
 x_prev_by_hand = coef1 * x0_hat + coef2 * x_t + sigma * z  # [B, 2]
 
-print(f"t = {t_pause}: coef1 = {coef1:.5f}, coef2 = {coef2:.5f}, sigma = {sigma:.5f} (trace: {float(rec.sigma):.5f})")
+print(f"t = {t_pause}: coef1 = {coef1:.5f}, coef2 = {coef2:.5f}, sigma = {sigma:.5f}")
+print(f"the trace's sigma: {float(rec.sigma):.5f}")
 print(f"by hand vs the sampler, largest difference: {np.abs(x_prev_by_hand - rec.x_prev).max():.2e}")
 # The library's own one-step function, with the same inputs, reproduces the step bit for bit.
 x_prev_lib, _ = ddpm_step(schedule, rec.model_output, t_pause, x_t, z)
@@ -186,10 +188,10 @@ ax_l.plot(X[:, 0], X[:, 1], ".", color="tab:blue", ms=5, label="training points"
 for j in range(3):
     guess = np.stack([r.x0_hat[j] for r in ddpm_trace])  # [T, 2], x0_hat over time
     walk = np.stack([r.x_prev[j] for r in ddpm_trace])  # [T, 2], x_t over time
-    ax_l.plot(walk[:, 0], walk[:, 1], "-", lw=0.4, color="0.75", label="x_t (the noisy walk)" if j == 0 else None)
-    ax_l.plot(guess[:, 0], guess[:, 1], "-", lw=1.2, color="tab:orange", label="x0_hat (the guess)" if j == 0 else None)
-    ax_l.plot(*guess[0], "s", color="tab:orange", ms=5)
-    ax_l.plot(*x0_ddpm[j], "*", color="tab:red", ms=12, label="final sample" if j == 0 else None)
+    first = j == 0  # label each kind of line once
+    ax_l.plot(*walk.T, "-", lw=0.4, color="0.75", label="x_t (the noisy walk)" if first else None)
+    ax_l.plot(*guess.T, "-", lw=1.2, color="tab:orange", label="x0_hat (the guess)" if first else None)
+    ax_l.plot(*x0_ddpm[j], "*", color="tab:red", ms=12, label="final sample" if first else None)
 ax_l.set_aspect("equal")
 ax_l.legend(loc="lower left", fontsize=8)
 ax_l.set_title("Three DDPM runs: x_t wanders, x0_hat homes in")
@@ -230,8 +232,10 @@ print(f"{'t':>4} {'t_prev':>6} {'ab_t':>9} {'ab_prev':>9} {'sigma':>6}  median |
 
 
 def print_step(r: StepTrace) -> None:
+    """Called by the sampler after each step: one line per step."""
+    ab_now, ab_next, sig = float(r.alpha_cumprod_t), float(r.alpha_cumprod_prev), float(r.sigma)
     d = np.median(nearest_distance(r.x0_hat, X))
-    print(f"{r.t:>4} {r.t_prev:>6} {float(r.alpha_cumprod_t):>9.2e} {float(r.alpha_cumprod_prev):>9.2e} {float(r.sigma):>6.2f}  {d:.2e}")
+    print(f"{r.t:>4} {r.t_prev:>6} {ab_now:>9.2e} {ab_next:>9.2e} {sig:>6.2f}  {d:.2e}")
 
 
 x0_ddim, ddim_trace = sample(
@@ -246,10 +250,10 @@ x0_ddim, ddim_trace = sample(
 # %%
 r3 = ddim_trace[3]
 x_t3 = ddim_trace[2].x_prev  # [B, 2]
-a_t, a_prev = np.float64(r3.alpha_cumprod_t), np.float64(r3.alpha_cumprod_prev)
-x0_hat3 = (x_t3 - np.sqrt(1 - a_t) * r3.model_output.astype(np.float64)) / np.sqrt(a_t)  # [B, 2]
-eps_hat3 = (x_t3 - np.sqrt(a_t) * x0_hat3) / np.sqrt(1 - a_t)  # [B, 2]
-x_prev3_by_hand = np.sqrt(a_prev) * x0_hat3 + np.sqrt(1 - a_prev) * eps_hat3  # eta = 0: no sigma
+ab3, ab3_prev = np.float64(r3.alpha_cumprod_t), np.float64(r3.alpha_cumprod_prev)
+x0_hat3 = (x_t3 - np.sqrt(1 - ab3) * r3.model_output.astype(np.float64)) / np.sqrt(ab3)  # [B, 2]
+eps_hat3 = (x_t3 - np.sqrt(ab3) * x0_hat3) / np.sqrt(1 - ab3)  # [B, 2]
+x_prev3_by_hand = np.sqrt(ab3_prev) * x0_hat3 + np.sqrt(1 - ab3_prev) * eps_hat3  # eta = 0: no sigma
 print(f"step 3: t = {r3.t} -> t_prev = {r3.t_prev}")
 print(f"by hand vs the sampler, largest difference: {np.abs(x_prev3_by_hand - r3.x_prev).max():.2e}")
 x_prev3_lib, _ = ddim_step(schedule, r3.model_output, r3.t, r3.t_prev, x_t3)
@@ -297,7 +301,9 @@ spacing_dist = {}
 for name in spacings:
     xs = sample(oracle, schedule, M, num_inference_steps=10, spacing=name, rng=None, x_T=x_T_many)
     spacing_dist[name] = nearest_distance(xs, X)  # [M]
-    print(f"DDIM-10, {name:>9}: median distance to the nearest training point {np.median(spacing_dist[name]):.2e}")
+    print(
+        f"DDIM-10, {name:>9}: median distance to the nearest training point {np.median(spacing_dist[name]):.2e}"
+    )
 
 fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
 tt = np.arange(T)
@@ -378,14 +384,18 @@ memo = {
     "DDIM-10, trailing": spacing_dist["trailing"],
 }
 for name, d in memo.items():
-    print(f"{name:<18} median {np.median(d):.2e}   share within 1e-3 of a training point: {np.mean(d < 1e-3):.1%}")
+    print(
+        f"{name:<18} median {np.median(d):.2e}   share within 1e-3 of a training point: {np.mean(d < 1e-3):.1%}"
+    )
 hit = np.unique(((x_ddpm_big[:, None, :] - X[None]) ** 2).sum(-1).argmin(axis=1))
 print(f"DDPM samples landed on {hit.size} of the {len(X)} training points")
 
 fig, (ax_l, ax_r) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
 ax_l.plot(X[:, 0], X[:, 1], "o", color="tab:blue", ms=7, mfc="none", label="training points")
 jitter = np.random.default_rng(0).normal(0, 0.03, x_ddpm_big.shape)  # only so stacked samples show
-ax_l.plot(*(x_ddpm_big + jitter).T, ".", color="tab:orange", ms=2, alpha=0.5, label="DDPM samples (+ 0.03 jitter)")
+ax_l.plot(
+    *(x_ddpm_big + jitter).T, ".", color="tab:orange", ms=2, alpha=0.5, label="DDPM samples (+ 0.03 jitter)"
+)
 ax_l.set_aspect("equal")
 ax_l.legend(loc="lower left")
 ax_l.set_title("Samples of the exact denoiser sit on the training points")
@@ -431,9 +441,16 @@ def landing_point(xs: np.ndarray) -> np.ndarray:
 
 
 end = {}
-for label, eta, seed in (("eta=0", 0.0, None), ("eta=0 again", 0.0, None), ("eta=1", 1.0, 4), ("eta=1, other seed", 1.0, 5)):
+for label, eta, seed in (
+    ("eta=0", 0.0, None),
+    ("eta=0 again", 0.0, None),
+    ("eta=1", 1.0, 4),
+    ("eta=1, other seed", 1.0, 5),
+):
     rng = None if seed is None else np.random.default_rng(seed)
-    end[label] = sample(oracle, schedule, len(grid), num_inference_steps=steps_eta, eta=eta, rng=rng, x_T=grid)
+    end[label] = sample(
+        oracle, schedule, len(grid), num_inference_steps=steps_eta, eta=eta, rng=rng, x_T=grid
+    )
 same_det = np.array_equal(end["eta=0"], end["eta=0 again"])
 same_land = np.mean(landing_point(end["eta=1"]) == landing_point(end["eta=1, other seed"]))
 same_land_det = np.mean(landing_point(end["eta=1"]) == landing_point(end["eta=0"]))
@@ -446,7 +463,9 @@ colour = X[:, 0] + 0.6 * X[:, 1]  # a smooth colour along the moons
 axes[0].scatter(X[:, 0], X[:, 1], c=colour, cmap="viridis", s=25)
 axes[0].set_title("training points, coloured")
 for ax, label in zip(axes[1:], ("eta=0", "eta=1")):
-    ax.imshow(colour[landing_point(end[label])].reshape(g, g), origin="lower", extent=(-3, 3, -3, 3), cmap="viridis")
+    ax.imshow(
+        colour[landing_point(end[label])].reshape(g, g), origin="lower", extent=(-3, 3, -3, 3), cmap="viridis"
+    )
     ax.set_title(f"{label}: x_T coloured by where it lands")
     ax.set_xlabel("x_T[0]")
 for ax in axes:
@@ -546,7 +565,9 @@ assert np.array_equal(x_prev3_lib, r3.x_prev)
 assert spacings["leading"].tolist() == list(range(900, -1, -100))
 assert spacings["trailing"].tolist() == list(range(999, 98, -100))
 assert spacings["linspace"].tolist() == [999, 888, 777, 666, 555, 444, 333, 222, 111, 0]
-assert previous_timesteps(spacings["linspace"])[0] == 888 and previous_timesteps(spacings["linspace"])[-1] == -1
+assert (
+    previous_timesteps(spacings["linspace"])[0] == 888 and previous_timesteps(spacings["linspace"])[-1] == -1
+)
 assert np.median(spacing_dist["trailing"]) > 10 * np.median(spacing_dist["leading"]) + 1e-3
 # Section 5: final alpha 1.0 returns x0_hat itself; ab[0] leaves ~0.01 of noise.
 xs1, last1 = final_runs["1.0"]
