@@ -211,9 +211,10 @@ def choose_q_sample(schedule: dict, z0: Any, xp: Any) -> tuple[Callable[..., Any
 
 
 # Gradients the steps never compute: the time MLP's input is the fixed
-# sinusoidal embedding, so the denoiser skips that dx.
+# sinusoidal embedding, so the denoiser skips that dx; the VAE step asks the
+# encoder not to compute dL/dx of the data (PyTorch skips both as well).
 DENOISER_SKIP_DX: tuple[str, ...] = ("time_mlp_1",)
-VAE_SKIP_DX: tuple[str, ...] = ()
+VAE_SKIP_DX: tuple[str, ...] = ("enc_dense_0",)  # Encoder.backward(..., input_grad=False)
 
 
 @dataclass
@@ -227,6 +228,9 @@ class VAEStep:
     kl_weight: float = KL_WEIGHT
     opt_enc: Adam = field(default_factory=Adam)
     opt_dec: Adam = field(default_factory=Adam)
+
+    def __post_init__(self) -> None:
+        self._input_grad_flag = "input_grad" in inspect.signature(self.encoder.backward).parameters
 
     def __call__(self) -> Any:
         x = self.x
@@ -242,7 +246,10 @@ class VAEStep:
         dmu_kl, dlog_var_kl = kl_divergence_backward(mu, log_var, self.kl_weight)
         dmu += dmu_kl
         dlog_var += dlog_var_kl
-        self.encoder.backward(dmu, dlog_var)
+        if self._input_grad_flag:
+            self.encoder.backward(dmu, dlog_var, input_grad=False)  # the data needs no gradient
+        else:  # an ldm_np from before Encoder.backward(..., input_grad=...)
+            self.encoder.backward(dmu, dlog_var)
         self.opt_enc.step(self.encoder.params, self.encoder.grads)
         self.opt_dec.step(self.decoder.params, self.decoder.grads)
         return loss

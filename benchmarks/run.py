@@ -1,6 +1,6 @@
 """Benchmark ldm_np's training and sampling steps, optionally against PyTorch eager.
 
-    python benchmarks/run.py [--device cpu|gpu] [--quick] [--repeats N] [--no-torch]
+    python benchmarks/run.py [--device cpu|gpu] [--quick] [--repeats N] [--threads N] [--no-torch]
 
 Prints one table, measured in a single run: the VAE and denoiser training
 steps at the seed's sizes (input 287, latent 32, hidden 256, 4 blocks, 1000
@@ -13,7 +13,10 @@ the same thread count, interleaved with the NumPy runs, and the ratio.
 Then the peak memory of a training run at batch 1,024.
 
 ``--quick`` shrinks everything (batch 256, 64 samples, few steps, 2 repeats)
-so a smoke test can run it in seconds.
+so a smoke test can run it in seconds. ``--threads N`` sets the BLAS threads
+of NumPy and PyTorch alike (default: what NumPy's BLAS chose, usually one per
+core); ``--wait-quiet S`` waits up to S seconds before each row for other
+processes to leave the CPUs (a shared machine makes every number noisy).
 """
 
 from __future__ import annotations
@@ -35,6 +38,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+
+def _threads_from_argv(argv: list[str]) -> int | None:
+    """``--threads N`` read before NumPy is imported: OpenBLAS takes its thread count at load time."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else None
+        if arg == "--threads" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None and value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
+
+
+if (_THREADS := _threads_from_argv(sys.argv[1:])) is not None:
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = str(_THREADS)
+
 import numpy as np  # noqa: E402
 
 from benchmarks import harness  # noqa: E402
@@ -45,6 +64,7 @@ from ldm_np.schedules import make_schedule  # noqa: E402
 from ldm_np.vae import Decoder, Encoder  # noqa: E402
 
 SIZES = dict(DEFAULTS)  # input 287, latent 32, hidden 256, 4 layers, 1000 steps
+ROW_GROUPS = ("vae", "denoiser", "full", "forward", "sampling", "memory")
 
 
 # --------------------------------------------------------------------------
@@ -67,6 +87,8 @@ class Config:
     memory_batch: int
     memory_steps: int
     wait_quiet: float
+    settle_s: float
+    torch_memory: bool
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -77,14 +99,16 @@ class Config:
                 repeats=args.repeats or 2,
                 use_torch=not args.no_torch,
                 batches=(256,),
-                forward_batch=1024,
+                forward_batch=256,
                 num_samples=64,
                 ddpm_steps=20,
                 ddim_steps=5,
                 sample_repeats=1,
                 memory_batch=256,
-                memory_steps=2,
+                memory_steps=1,
                 wait_quiet=args.wait_quiet,
+                settle_s=0.05,
+                torch_memory=False,
             )
         return cls(
             device=args.device,
@@ -100,6 +124,8 @@ class Config:
             memory_batch=1024,
             memory_steps=3,
             wait_quiet=args.wait_quiet,
+            settle_s=harness.SETTLE_S,
+            torch_memory=True,
         )
 
 
@@ -192,7 +218,9 @@ class Bench:
         if self.cfg.wait_quiet:
             harness.wait_for_quiet(self.cfg.wait_quiet)
         with harness.OtherLoad() as load:
-            stats = harness.time_interleaved(items, repeats or self.cfg.repeats, warmup=warmup)
+            stats = harness.time_interleaved(
+                items, repeats or self.cfg.repeats, warmup=warmup, settle_s=self.cfg.settle_s
+            )
         matmul = stats.get("matmul")
         gflop = None
         if plan is not None:
@@ -479,6 +507,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes and 2 repeats: a smoke test in seconds")
     p.add_argument("--repeats", type=int, default=0, help="timed rounds per row (default 7, --quick 2)")
     p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="BLAS threads for NumPy and PyTorch alike (read before NumPy loads; default: NumPy's choice)",
+    )
+    p.add_argument(
         "--no-torch", action="store_true", help="skip the PyTorch column even if torch is importable"
     )
     p.add_argument(
@@ -487,6 +522,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         metavar="S",
         help="before each row, wait up to S seconds for other processes to leave the CPUs idle",
+    )
+    p.add_argument(
+        "--rows",
+        default="",
+        metavar="LIST",
+        help=f"only these groups of rows, comma-separated, from {','.join(ROW_GROUPS)} (default: all)",
     )
     p.add_argument("--memory-probe", help=argparse.SUPPRESS)
     p.add_argument("--memory-batch", type=int, default=1024, help=argparse.SUPPRESS)
@@ -514,7 +555,7 @@ def header(cfg: Config, xp: Any, torch_msg: str, blas: dict[str, Any]) -> list[s
     )
     lines.append(
         f"- timing: {cfg.repeats} interleaved rounds per row (NumPy step, its matmuls, PyTorch step), "
-        f"1 warm-up call each, median [min, max]; {harness.SETTLE_S} s sleep + one untimed call whenever the library changes"
+        f"1 warm-up call each, median [min, max]; {cfg.settle_s} s sleep + one untimed call whenever the library changes"
     )
     return lines
 
@@ -529,6 +570,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(memory_probe(args.memory_probe, args.memory_batch, args.memory_steps)))
         return 0
     cfg = Config.from_args(args)
+    unknown = set(filter(None, args.rows.split(","))) - set(ROW_GROUPS)
+    if unknown:
+        print(
+            f"benchmarks/run.py: unknown --rows {sorted(unknown)}; choose from {ROW_GROUPS}", file=sys.stderr
+        )
+        return 2
     try:
         xp = xp_for_device(cfg.device)
     except RuntimeError as exc:
@@ -547,21 +594,26 @@ def main(argv: list[str] | None = None) -> int:
     print("\nmeasuring:", flush=True)
 
     bench = Bench(cfg, xp, torch, torch_ref)
+    want = set(args.rows.split(",")) if args.rows else set(ROW_GROUPS)
     rows: list[Row] = []
     for batch in cfg.batches:
-        rows.append(bench.vae_step(batch))
-        rows.append(bench.denoiser_step(batch, SIZES["latent_size"], "denoiser train step (latent 32)"))
-        rows.append(
-            bench.denoiser_step(
-                batch, SIZES["input_size"], f"full-space denoiser train step ({SIZES['input_size']})"
-            )
-        )
-    rows.append(bench.denoiser_forward(cfg.forward_batch))
-    rows.append(bench.sampling("ddpm", cfg.ddpm_steps))
-    rows.append(bench.sampling("ddim", cfg.ddim_steps))
+        if "vae" in want:
+            rows.append(bench.vae_step(batch))
+        if "denoiser" in want:
+            rows.append(bench.denoiser_step(batch, SIZES["latent_size"], "denoiser train step (latent 32)"))
+        if "full" in want:
+            label = f"full-space denoiser train step ({SIZES['input_size']})"
+            rows.append(bench.denoiser_step(batch, SIZES["input_size"], label))
+    if "forward" in want:
+        rows.append(bench.denoiser_forward(cfg.forward_batch))
+    if "sampling" in want:
+        rows.append(bench.sampling("ddpm", cfg.ddpm_steps))
+        rows.append(bench.sampling("ddim", cfg.ddim_steps))
 
-    if xp is np:
-        mem = measure_memory(cfg, threads, torch is not None)
+    mem_head: list[str] = []
+    mem: list[str] = []
+    if "memory" in want and xp is np:
+        mem = measure_memory(cfg, threads, torch is not None and cfg.torch_memory)
         mem_head = [
             "",
             f"Peak memory of a training run (batch {cfg.memory_batch:,}, {cfg.memory_steps} steps, each in a fresh process):",
@@ -572,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
             "| run | tracemalloc peak MiB | peak RSS MiB | peak RSS added by training MiB |",
             "|---|---:|---:|---:|",
         ]
-    else:
+    elif "memory" in want:
         mem = measure_gpu_memory(cfg, xp)
         mem_head = [
             "",

@@ -8,8 +8,9 @@ if you train there; the data are small.
   their labels. Shipped inside the package (``ldm_np/data/digits.csv.gz``), so
   nothing is ever downloaded.
 - ``moons``, ``swiss_roll``, ``eight_gaussians``, ``checkerboard``, ``rings``:
-  2-D point clouds, centred near 0 with each coordinate's variance near 1, so
-  one set of hyperparameters suits all of them.
+  2-D point clouds, centred near 0 with a total variance near 2 (about 1 per
+  coordinate; the moons keep their shape, so theirs is 1.5 in x and 0.5 in
+  y), so one set of hyperparameters suits all of them.
 - ``manifold``: one of those 2-D shapes bent into ``dim`` dimensions by a fixed
   smooth map. The true 2-D coordinates come back too, so a learned 2-D latent
   space can be plotted against the truth.

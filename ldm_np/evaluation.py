@@ -99,8 +99,11 @@ def evaluate_model(
 
 def format_report(r: dict[str, Any]) -> str:
     """A short table of an evaluation report."""
+    how = ""
+    if "sampler" in r:
+        how = f" ({r['sampler']}, {r['steps']} steps, {r['sampling_seconds']:.1f} s)"
     lines = [
-        f"evaluation: {r['num_samples']} samples ({r['sampler']}, {r['steps']} steps, {r['sampling_seconds']:.1f} s), feature space: {r['feature_space']}",
+        f"evaluation: {r['num_samples']} samples{how}, feature space: {r.get('feature_space', 'as given')}",
         f"{'metric':<28}{'samples':>12}{'real floor':>12}{'ratio':>8}",
         f"{'Frechet distance':<28}{r['fd']:>12.4g}{r['fd_floor']:>12.4g}{r['fd_ratio']:>8.2f}",
         f"{'MMD^2 (RBF)':<28}{r['mmd']:>12.4g}{r['mmd_floor']:>12.4g}{'':>8}",

@@ -64,8 +64,8 @@ TUTORIALS = (
 # --------------------------------------------------------------------------
 # Gradient probes: the largest relative error of an exercise's gradient
 # --------------------------------------------------------------------------
-# Each probe imports the library relatively, so in the grading subprocess it
-# checks the copy's code. Fixed seeds, float64, non-trivial values (zero
+# Each probe imports ldm_np inside the function, so in the grading subprocess
+# it checks the copy's code. Fixed seeds, float64, non-trivial values (zero
 # biases and unit gammas hide broken backward passes).
 
 
@@ -197,113 +197,52 @@ class Exercise:
         return any(nodeid == t or nodeid.startswith((t + "[", t + "::")) for t in self.tests)
 
 
-_LAYERS, _DIFFUSION, _SAMPLERS = "tests/test_layers.py", "tests/test_diffusion.py", "tests/test_samplers.py"
+def _tests(file: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"tests/{file}::{name}" for name in names)
 
+
+# fmt: off
 EXERCISES: tuple[Exercise, ...] = (
-    Exercise(
-        "dense_backward",
-        "ldm_np/layers.py:dense_backward",
-        "01_dense_and_backprop",
-        (f"{_LAYERS}::test_dense_gradients",),
-        probe_dense_backward,
-    ),
-    Exercise(
-        "silu_backward",
-        "ldm_np/layers.py:silu_backward",
-        "01_dense_and_backprop",
-        (f"{_LAYERS}::test_silu_values_and_gradient",),
-        probe_silu_backward,
-    ),
-    Exercise(
-        "reparameterize_backward",
-        "ldm_np/vae.py:reparameterize_backward",
-        "02_vae",
-        (
-            "tests/test_vae.py::test_reparameterize_with_noise_gradients",
-            "tests/test_vae.py::test_reparameterize_keeps_dtype",
-        ),
-        probe_reparameterize_backward,
-    ),
-    Exercise(
-        "kl_divergence_backward",
-        "ldm_np/losses.py:kl_divergence_backward",
-        "02_vae",
-        (
-            "tests/test_losses.py::test_kl_divergence_backward",
-            "tests/test_losses.py::test_kl_divergence_is_zero_for_the_prior",
-            "tests/test_losses.py::test_losses_keep_float32",
-            "tests/test_losses.py::test_mse_and_kl_gradients_compose",
-        ),
-        probe_kl_divergence_backward,
-    ),
-    Exercise(
-        "adam_step",
-        "ldm_np/optim.py:Adam.step",
-        "02_vae",
-        (
-            "tests/test_optim.py::test_adam_first_two_steps_by_hand",
-            "tests/test_optim.py::test_adam_and_adamw_match_the_reference_over_several_steps",
-            "tests/test_optim.py::test_l2_and_decoupled_weight_decay_differ_as_specified",
-            "tests/test_optim.py::test_defaults",
-            "tests/test_optim.py::test_a_quadratic_is_minimised",
-            "tests/test_optim.py::test_state_round_trip_through_a_file_gives_identical_next_steps",
-            "tests/test_optim.py::test_float32_params_and_state_stay_float32",
-        ),
-    ),
-    Exercise(
-        "q_sample",
-        "ldm_np/diffusion.py:q_sample",
-        "03_noise_schedules",
-        (
-            f"{_DIFFUSION}::test_q_sample_on_hand_made_arrays",
-            f"{_DIFFUSION}::test_q_sample_int_t_equals_array_t",
-            f"{_DIFFUSION}::test_q_sample_mean_and_variance_match_the_closed_form",
-        ),
-    ),
-    Exercise(
-        "layernorm_backward",
-        "ldm_np/layers.py:layernorm_backward",
-        "04_denoiser",
-        (f"{_LAYERS}::test_layernorm_gradients", f"{_LAYERS}::test_layernorm_near_constant_rows"),
-        probe_layernorm_backward,
-    ),
-    Exercise(
-        "diffusion_loss",
-        "ldm_np/diffusion.py:diffusion_loss",
-        "04_denoiser",
-        (
-            f"{_DIFFUSION}::test_loss_value_matches_the_definition",
-            f"{_DIFFUSION}::test_loss_gradient_against_finite_differences",
-            f"{_DIFFUSION}::test_min_snr_with_a_huge_gamma_is_plain_mse_for_epsilon",
-            f"{_DIFFUSION}::test_loss_accepts_an_int_t",
-        ),
-        probe_diffusion_loss,
-    ),
-    Exercise(
-        "ddpm_posterior_mean",
-        "ldm_np/samplers.py:_ddpm_update",
-        "05_sampling",
-        (
-            f"{_SAMPLERS}::test_ddpm_step_on_hand_made_arrays",
-            f"{_SAMPLERS}::test_posterior_mean_from_x0_hat_equals_the_eps_form",
-            f"{_SAMPLERS}::test_ddpm_adds_no_noise_at_t_zero",
-            f"{_SAMPLERS}::test_ddpm_clip_sample",
-        ),
-    ),
-    Exercise(
-        "ddim_step",
-        "ldm_np/samplers.py:_ddim_update",
-        "05_sampling",
-        (
-            f"{_SAMPLERS}::test_ddim_step_on_hand_made_arrays",
-            f"{_SAMPLERS}::test_ddim_eta_zero_is_deterministic",
-            f"{_SAMPLERS}::test_ddim_final_alpha",
-            f"{_SAMPLERS}::test_ddim_per_row_timesteps_equal_per_row_calls",
-            f"{_SAMPLERS}::test_ddim_gives_the_same_step_for_every_prediction_type",
-            f"{_SAMPLERS}::test_ddim_clipping_recomputes_eps_from_the_clipped_x0",
-        ),
-    ),
+    Exercise("dense_backward", "ldm_np/layers.py:dense_backward", "01_dense_and_backprop",
+             _tests("test_layers.py", "test_dense_gradients"), probe_dense_backward),
+    Exercise("silu_backward", "ldm_np/layers.py:silu_backward", "01_dense_and_backprop",
+             _tests("test_layers.py", "test_silu_values_and_gradient"), probe_silu_backward),
+    Exercise("layernorm_backward", "ldm_np/layers.py:layernorm_backward", "01_dense_and_backprop",
+             _tests("test_layers.py", "test_layernorm_gradients", "test_layernorm_near_constant_rows"),
+             probe_layernorm_backward),
+    Exercise("reparameterize_backward", "ldm_np/vae.py:reparameterize_backward", "02_vae",
+             _tests("test_vae.py", "test_reparameterize_with_noise_gradients", "test_reparameterize_keeps_dtype"),
+             probe_reparameterize_backward),
+    Exercise("kl_divergence_backward", "ldm_np/losses.py:kl_divergence_backward", "02_vae",
+             _tests("test_losses.py", "test_kl_divergence_backward", "test_kl_divergence_is_zero_for_the_prior",
+                    "test_losses_keep_float32", "test_mse_and_kl_gradients_compose"),
+             probe_kl_divergence_backward),
+    Exercise("adam_step", "ldm_np/optim.py:Adam.step", "02_vae",
+             _tests("test_optim.py", "test_adam_first_two_steps_by_hand",
+                    "test_adam_and_adamw_match_the_reference_over_several_steps",
+                    "test_l2_and_decoupled_weight_decay_differ_as_specified", "test_defaults",
+                    "test_a_quadratic_is_minimised",
+                    "test_state_round_trip_through_a_file_gives_identical_next_steps",
+                    "test_float32_params_and_state_stay_float32")),
+    Exercise("q_sample", "ldm_np/diffusion.py:q_sample", "03_noise_schedules",
+             _tests("test_diffusion.py", "test_q_sample_on_hand_made_arrays", "test_q_sample_int_t_equals_array_t",
+                    "test_q_sample_mean_and_variance_match_the_closed_form")),
+    Exercise("diffusion_loss", "ldm_np/diffusion.py:diffusion_loss", "04_denoiser",
+             _tests("test_diffusion.py", "test_loss_value_matches_the_definition",
+                    "test_loss_gradient_against_finite_differences",
+                    "test_min_snr_with_a_huge_gamma_is_plain_mse_for_epsilon", "test_loss_accepts_an_int_t"),
+             probe_diffusion_loss),
+    Exercise("ddpm_posterior_mean", "ldm_np/samplers.py:_ddpm_update", "05_sampling",
+             _tests("test_samplers.py", "test_ddpm_step_on_hand_made_arrays",
+                    "test_posterior_mean_from_x0_hat_equals_the_eps_form", "test_ddpm_adds_no_noise_at_t_zero",
+                    "test_ddpm_clip_sample")),
+    Exercise("ddim_step", "ldm_np/samplers.py:_ddim_update", "05_sampling",
+             _tests("test_samplers.py", "test_ddim_step_on_hand_made_arrays", "test_ddim_eta_zero_is_deterministic",
+                    "test_ddim_final_alpha", "test_ddim_per_row_timesteps_equal_per_row_calls",
+                    "test_ddim_gives_the_same_step_for_every_prediction_type",
+                    "test_ddim_clipping_recomputes_eps_from_the_clipped_x0")),
 )
+# fmt: on
 
 BY_ID = {ex.id: ex for ex in EXERCISES}
 
@@ -317,31 +256,16 @@ def stub_line(exercise_id: str, indent: str = "") -> str:
 # Finding and checking the markers
 # --------------------------------------------------------------------------
 
-_BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:[ \t]+(?P<id>\S+))?[ \t]*$")
-_END = re.compile(r"^(?P<indent>[ \t]*)### END SOLUTION(?:[ \t]+(?P<id>\S+))?[ \t]*$")
+_BEGIN = re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION(?:[ \t]+(?P<id>\S+))?\s*$")
+_END = re.compile(r"^(?P<indent>[ \t]*)### END SOLUTION(?:[ \t]+(?P<id>\S+))?\s*$")
 # A comment meant as a marker that is not exactly one (two hashes, lower case, ...).
 _NEAR_MISS = re.compile(r"^[ \t]*#.*\b(begin|end)[ \t]+solutions?\b", re.IGNORECASE)
 
 # Never copied into a student copy: version control, environments, caches,
 # run outputs, and the instructor's own tests of this tool.
 EXCLUDED_DIRS = frozenset(
-    {
-        ".git",
-        ".hg",
-        ".venv",
-        "venv",
-        "__pycache__",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".mypy_cache",
-        ".hypothesis",
-        ".ipynb_checkpoints",
-        "runs",
-        "figures",
-        "build",
-        "dist",
-        "student",
-    }
+    ".git .hg .venv venv __pycache__ .pytest_cache .ruff_cache .mypy_cache .hypothesis "
+    ".ipynb_checkpoints runs figures build dist student".split()
 )
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 INSTRUCTOR_ONLY = frozenset({"tests/test_exercises.py", "tests/exercises"})
@@ -394,7 +318,7 @@ def scan_markers(path: str, text: str) -> tuple[list[Region], list[str]]:
     """The regions of one file and the problems with its markers (unbalanced, nested, malformed)."""
     regions: list[Region] = []
     problems: list[str] = []
-    lines = text.splitlines()
+    lines = text.split("\n")  # lines as ast numbers them (str.splitlines also splits at form feeds)
     opened: tuple[int, str, str] | None = None  # (line, id, indent)
     for lineno, line in enumerate(lines, start=1):
         begin, end = _BEGIN.match(line), _END.match(line)
@@ -498,7 +422,7 @@ def _check_against_table(root: Path, regions: list[Region], texts: dict[str, str
                 problems.append(f"{r.path}:{e.lineno}: cannot parse the file: {e.msg}")
                 trees[r.path] = ast.Module(body=[], type_ignores=[])
         # The END marker may follow the function's last statement: test the region's code lines.
-        body = texts[r.path].splitlines()[r.begin : r.end - 1]
+        body = texts[r.path].split("\n")[r.begin : r.end - 1]
         last = r.begin + max(
             (i for i, line in enumerate(body, 1) if line.strip()[:1] not in ("", "#")), default=0
         )
@@ -585,13 +509,20 @@ def _scan(root: Path, files: Iterable[Path]) -> tuple[list[Region], list[str], d
     return regions, problems, texts
 
 
-def stub_out(text: str, regions: Sequence[Region]) -> str:
-    """``text`` with each region (markers included) replaced by its one-line stub."""
-    lines = text.splitlines(keepends=True)
-    for r in sorted(regions, key=lambda r: r.begin, reverse=True):
-        ending = lines[r.begin - 1][len(lines[r.begin - 1].rstrip("\r\n")) :] or "\n"
-        lines[r.begin - 1 : r.end] = [stub_line(r.id, r.indent) + ending]
-    return "".join(lines)
+def stub_out(text: str, regions: Sequence[Region], solved: Sequence[Region] = ()) -> str:
+    """``text`` with each of ``regions`` (markers included) replaced by its one-line stub.
+
+    The ``solved`` regions keep their code and lose only their two marker lines.
+    """
+    lines = text.split("\n")
+    edits = [(r, True) for r in regions] + [(r, False) for r in solved]
+    for r, stub in sorted(edits, key=lambda edit: edit[0].begin, reverse=True):
+        if stub:
+            cr = "\r" if lines[r.begin - 1].endswith("\r") else ""
+            lines[r.begin - 1 : r.end] = [stub_line(r.id, r.indent) + cr]
+        else:
+            del lines[r.end - 1], lines[r.begin - 1]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------
@@ -599,10 +530,13 @@ def stub_out(text: str, regions: Sequence[Region]) -> str:
 # --------------------------------------------------------------------------
 
 
-def build(out: Path, root: Path = PROJECT_ROOT) -> list[Region]:
-    """Write a student copy of the project at ``root`` into ``out`` (new or empty); return the regions.
+def build(out: Path, root: Path = PROJECT_ROOT, exercise_ids: Iterable[str] | None = None) -> list[Region]:
+    """Write a student copy of the project at ``root`` into ``out`` (new or empty).
 
-    Nothing is written if a marker is wrong or a stubbed file would not compile.
+    Every exercise is stubbed out, or only those in ``exercise_ids``: the
+    others keep their solution (without the markers), for a class that does
+    only some of the tutorials. Returns the stubbed regions. Nothing is
+    written if a marker is wrong or a stubbed file would not compile.
     """
     root, out = Path(root).resolve(), Path(out).resolve()
     if out == root or root.is_relative_to(out):
@@ -614,9 +548,13 @@ def build(out: Path, root: Path = PROJECT_ROOT) -> list[Region]:
     problems += _check_against_table(root, regions, texts)
     if problems:
         raise MarkerError(problems)
+    chosen = set(BY_ID if exercise_ids is None else exercise_ids)
     stubbed: dict[str, str] = {}
     for path in sorted({r.path for r in regions}):
-        stubbed[path] = stub_out(texts[path], [r for r in regions if r.path == path])
+        here = [r for r in regions if r.path == path]
+        stubbed[path] = stub_out(
+            texts[path], [r for r in here if r.id in chosen], [r for r in here if r.id not in chosen]
+        )
         try:
             compile(stubbed[path], path, "exec")
         except SyntaxError as e:
@@ -629,7 +567,7 @@ def build(out: Path, root: Path = PROJECT_ROOT) -> list[Region]:
             shutil.copymode(root / rel, dest)
         else:
             shutil.copy2(root / rel, dest)
-    return regions
+    return [r for r in regions if r.id in chosen]
 
 
 # --------------------------------------------------------------------------
@@ -684,27 +622,15 @@ def run_tests(
         env.setdefault("HYPOTHESIS_PROFILE", "ci")
         env.setdefault("OPENBLAS_NUM_THREADS", "1")  # what tests/conftest.py sets, before NumPy loads
         env.setdefault("MPLBACKEND", "Agg")
-        cmd = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            _PLUGIN,
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            "--continue-on-collection-errors",
-            "--tb=line",  # the report reads the exceptions themselves; long tracebacks cost seconds
-            f"--rootdir={root}",
-            *extra_args,
-            *nodeids,
-        ]
+        flags = ["-q", "-p", "no:cacheprovider", "--continue-on-collection-errors", f"--rootdir={root}"]
+        flags.append("--tb=line")  # the report reads the exceptions themselves; long tracebacks cost seconds
+        cmd = [sys.executable, "-m", "pytest", "-p", _PLUGIN, *flags, *extra_args, *nodeids]
         try:
             proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
             output, returncode = proc.stdout + proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as e:
-            output = f"{e.stdout or ''}{e.stderr or ''}\n(pytest killed after {timeout:.0f} s)"
-            returncode = -1
+        except subprocess.TimeoutExpired as e:  # its stdout and stderr are bytes, even with text=True
+            output = b"".join(filter(None, [e.stdout, e.stderr])).decode(errors="replace")
+            output, returncode = f"{output}\n(pytest stopped after {timeout:.0f} s)", -1
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
     modules = report.get("modules", {})
     outside = {name: file for name, file in modules.items() if not Path(file).resolve().is_relative_to(root)}
@@ -790,9 +716,7 @@ def format_grades(grades: Sequence[Grade]) -> str:
         else:
             err = f"{g.grad_error:.1e}"
         rows.append((g.exercise.id, g.exercise.tutorial, g.status, f"{g.passed}/{g.total}", err))
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = _table(header, rows, rule=True)
     counts = {s: sum(g.status == s for g in grades) for s in ("passed", "failed", "not attempted")}
     lines.append("")
     lines.append(f"{len(grades)} exercises: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -800,6 +724,15 @@ def format_grades(grades: Sequence[Grade]) -> str:
         if g.detail:
             lines.append(f"  {g.exercise.id}: {g.detail}")
     return "\n".join(lines)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], rule: bool = False) -> list[str]:
+    """Left-aligned columns, two spaces apart; a rule under the header if asked."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    if rule:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 def _last_lines(text: str, n: int = 5) -> str:
@@ -814,9 +747,7 @@ def _last_lines(text: str, n: int = 5) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     header = ("exercise", "tutorial", "kind", "tests", "location")
     rows = [(ex.id, ex.tutorial, ex.kind, str(len(ex.tests)), ex.location) for ex in EXERCISES]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print("\n".join(_table(header, rows)))
     without = [t for t in TUTORIALS if all(ex.tutorial != t for ex in EXERCISES)]
     print(f"\ntutorials without exercises: {', '.join(without)}")
     return 0
@@ -835,8 +766,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    unknown = [i for i in args.exercise or [] if i not in BY_ID] + [
+        t for t in args.tutorial or [] if t not in TUTORIALS
+    ]
+    if unknown:
+        print(f"error: unknown exercise or tutorial {unknown[0]!r}; see 'list'", file=sys.stderr)
+        return 2
+    chosen = None
+    if args.exercise or args.tutorial:
+        chosen = set(args.exercise or []) | {
+            ex.id for ex in EXERCISES if ex.tutorial in (args.tutorial or [])
+        }
     try:
-        regions = build(args.out, args.root)
+        regions = build(args.out, args.root, chosen)
     except MarkerError as e:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -844,7 +786,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
     print(f"wrote a student copy to {args.out} with {len(regions)} exercises stubbed out:")
     for r in sorted(regions, key=lambda r: TUTORIALS.index(BY_ID[r.id].tutorial)):
         print(f"  {r.id:<24} {BY_ID[r.id].tutorial:<22} {r.path}")
-    print(f"students check one exercise with: python -m ldm_np.exercises grade . --exercise {regions[0].id}")
+    if regions:
+        print(
+            f"a student checks one exercise with: python -m ldm_np.exercises grade . --exercise {regions[0].id}"
+        )
     return 0
 
 
@@ -889,6 +834,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("build", help="write a student copy of the project with every exercise stubbed out")
     p.add_argument("out", type=Path, help="a new or empty folder")
     p.add_argument("--root", type=Path, default=PROJECT_ROOT, help="project root (default: this one)")
+    p.add_argument(
+        "--exercise", action="append", metavar="ID", help="stub out only this exercise (repeatable)"
+    )
+    p.add_argument(
+        "--tutorial",
+        action="append",
+        metavar="NAME",
+        help="stub out only this tutorial's exercises (repeatable); the others keep their solutions",
+    )
     p.set_defaults(run=_cmd_build)
     p = sub.add_parser("grade", help="run the grading tests against a copy; exit 1 unless all pass")
     p.add_argument("out", type=Path, help="root of the copy (a student's working folder or submission)")

@@ -26,7 +26,8 @@ def mse_loss(pred: Any, target: Any) -> tuple[Any, Any]:
     check_array(target, "target", shape=tuple(pred.shape), dtype=pred.dtype, finite=False)
     diff = pred - target
     loss = (diff * diff).mean()
-    dpred = diff * (2.0 / diff.size)
+    dpred = diff  # diff is not needed any more: scale it in place
+    dpred *= 2.0 / diff.size
     return loss, dpred
 
 

@@ -262,6 +262,7 @@ print("row sums of the shortcut dx:", dx_shortcut.sum(axis=1))
 # backward pass; the finite differences are taken once in float64 and once in
 # float32 arithmetic.
 
+
 # %%
 def make_net(dtype):
     """x, W, b, gamma, beta and an upstream gradient, all from a fixed seed, in ``dtype``."""
@@ -338,7 +339,9 @@ ax.loglog(hs, err64, "o-", ms=3, lw=1.8, label="central difference, float64")
 ax.loglog(hs, err32, "s-", ms=3, lw=1.8, label="central difference, float32")
 ax.loglog(hs, err64_fwd, "--", lw=1.4, color="0.4", label="one-sided difference, float64")
 ax.axhline(ldm_np.gradcheck.TOLERANCE, color="tab:red", lw=1, ls=":")
-ax.text(2e-13, 0.6 * ldm_np.gradcheck.TOLERANCE, "ldm_np's pass/fail tolerance (1e-6)", color="tab:red", va="top")
+ax.text(
+    2e-13, 0.6 * ldm_np.gradcheck.TOLERANCE, "ldm_np's pass/fail tolerance (1e-6)", color="tab:red", va="top"
+)
 ax.axvline(1e-6, color="0.7", lw=1, ls=":")
 ax.text(1.2e-6, 0.3, "library default h = 1e-6", color="0.4", fontsize=9)
 ax.set_xlabel("step h")
@@ -349,8 +352,10 @@ ax.legend(loc="lower left")
 show(fig, TUTORIAL, "error_vs_h")
 
 best64, best32 = err64.min(), err32.min()
-print(f"float64 central: best error {best64:.1e} at h = {hs[err64.argmin()]:.0e}; at h = 1e-6: "
-      f"{central_error(np.float64, 1e-6):.1e}")
+print(
+    f"float64 central: best error {best64:.1e} at h = {hs[err64.argmin()]:.0e}; at h = 1e-6: "
+    f"{central_error(np.float64, 1e-6):.1e}"
+)
 print(f"float32 central: best error {best32:.1e} at h = {hs[err32.argmin()]:.0e}")
 print(f"float64 one-sided: best error {err64_fwd.min():.1e} at h = {hs[err64_fwd.argmin()]:.0e}")
 
@@ -388,6 +393,7 @@ except TypeError as exc:
 # non-trivial values: a zero bias, a gamma of exactly 1, can hide a broken
 # backward pass.
 
+
 # %%
 def small_encoder():
     enc = ldm_np.build_encoder(input_size=6, latent_size=3, hidden_size=8, seed=0, dtype="float64")
@@ -415,6 +421,7 @@ print(f"largest error: {report.max_error:.1e}   all below 1e-6: {report.ok}")
 # transpose have the same shape, so nothing crashes; training even runs,
 # badly. We wrap the real backward and transpose one gradient afterwards.
 
+
 # %%
 class TransposedGradEncoder(ldm_np.Encoder):
     """DELIBERATELY WRONG: the real encoder, with enc_dense_1's dW transposed."""
@@ -441,6 +448,7 @@ print("flagged:", flagged_transposed)
 # term of the product rule and returned `ds * sigma(u)`. We swap it in for the
 # encoder's module with `unittest.mock.patch` (restored on leaving the
 # `with`). Which rows fail now?
+
 
 # %%
 def wrong_silu_backward(dy, cache):

@@ -106,13 +106,17 @@ N_DRAWS = pick(200_000, 20_000)
 mu = np.tile(np.array([[1.5, -1.0]]), (N_DRAWS, 1))  # [N, 2]: every row the same posterior
 log_var = np.tile(np.log(np.array([[4.0, 0.25]])), (N_DRAWS, 1))  # [N, 2]
 
-z_good, _ = reparameterize(mu, log_var, np.random.default_rng(1))  # the library: z = mu + exp(0.5 log_var) eps
+z_good, _ = reparameterize(
+    mu, log_var, np.random.default_rng(1)
+)  # the library: z = mu + exp(0.5 log_var) eps
 
 # DELIBERATELY WRONG, for comparison: the variance used as if it were the std.
 eps = np.random.default_rng(1).standard_normal(mu.shape)
 z_bug = mu + np.exp(log_var) * eps
 
-print(f"{'dim':>3} {'mu':>6} {'var':>6} | {'mean (lib)':>10} {'var (lib)':>10} | {'mean (bug)':>10} {'var (bug)':>10}")
+print(
+    f"{'dim':>3} {'mu':>6} {'var':>6} | {'mean (lib)':>10} {'var (lib)':>10} | {'mean (bug)':>10} {'var (bug)':>10}"
+)
 for j in range(2):
     print(
         f"{j:>3} {mu[0, j]:6.2f} {np.exp(log_var[0, j]):6.2f} | {z_good[:, j].mean():10.3f} "
@@ -134,8 +138,13 @@ for j, ax in enumerate(axes):
     ax.hist(z_good[:, j], bins=bins, density=True, alpha=0.6, label="reparameterize (exp(0.5 log_var))")
     ax.hist(z_bug[:, j], bins=bins, density=True, alpha=0.5, label="bug: exp(log_var) as std")
     grid = np.linspace(lo, hi, 400)
-    ax.plot(grid, np.exp(-((grid - m) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var), "k", lw=1.5,
-            label=f"target N({m:g}, {var:g})")
+    ax.plot(
+        grid,
+        np.exp(-((grid - m) ** 2) / (2 * var)) / math.sqrt(2 * math.pi * var),
+        "k",
+        lw=1.5,
+        label=f"target N({m:g}, {var:g})",
+    )
     ax.set_title(f"dimension {j}: mu = {m:g}, variance = {var:g}")
     ax.set_xlabel("z")
     ax.set_ylabel("density")
@@ -144,7 +153,9 @@ fig.suptitle("Reparameterized samples vs the target posterior")
 show(fig, TUTORIAL, "reparameterization_histograms")
 good_var_rel = np.abs(z_good.var(axis=0) / np.exp(log_var[0]) - 1)
 bug_var_rel = np.abs(z_bug.var(axis=0) / np.exp(log_var[0]) - 1)
-print("relative error of the sampled variance, library:", good_var_rel.round(4), " bug:", bug_var_rel.round(2))
+print(
+    "relative error of the sampled variance, library:", good_var_rel.round(4), " bug:", bug_var_rel.round(2)
+)
 
 # %% [markdown]
 # ## 4. The KL term, in closed form and by Monte Carlo
@@ -170,20 +181,28 @@ post_log_var = rng.uniform(-3.0, 0.5, size=(1, LATENT))  # [1, L]
 kl_closed = float(kl_divergence(post_mu, post_log_var))
 
 M = pick(100_000, 10_000)
-zs, _ = reparameterize(np.repeat(post_mu, M, 0), np.repeat(post_log_var, M, 0), np.random.default_rng(2))  # [M, L]
-log_q = -0.5 * (np.log(2 * np.pi) + post_log_var + (zs - post_mu) ** 2 / np.exp(post_log_var)).sum(axis=1)  # [M]
+zs, _ = reparameterize(
+    np.repeat(post_mu, M, 0), np.repeat(post_log_var, M, 0), np.random.default_rng(2)
+)  # [M, L]
+log_q = -0.5 * (np.log(2 * np.pi) + post_log_var + (zs - post_mu) ** 2 / np.exp(post_log_var)).sum(
+    axis=1
+)  # [M]
 log_p = -0.5 * (np.log(2 * np.pi) + zs**2).sum(axis=1)  # [M]
 terms = log_q - log_p  # [M]: one single-sample KL estimate per draw
 kl_mc = terms.mean()
 kl_mc_se = terms.std() / math.sqrt(M)
-print(f"KL closed form: {kl_closed:.4f} nats;  Monte Carlo ({M:,} draws): {kl_mc:.4f} +- {kl_mc_se:.4f} (1 s.e.)")
+print(
+    f"KL closed form: {kl_closed:.4f} nats;  Monte Carlo ({M:,} draws): {kl_mc:.4f} +- {kl_mc_se:.4f} (1 s.e.)"
+)
 
 counts = np.unique(np.logspace(1, math.log10(M), 60).astype(int))
 running = np.cumsum(terms)[counts - 1] / counts
 running_se = np.array([terms[:c].std() for c in counts]) / np.sqrt(counts)
 fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
 ax.semilogx(counts, running, lw=1.8, label="Monte Carlo mean of log q(z) - log p(z)")
-ax.fill_between(counts, running - 2 * running_se, running + 2 * running_se, alpha=0.25, label="+- 2 standard errors")
+ax.fill_between(
+    counts, running - 2 * running_se, running + 2 * running_se, alpha=0.25, label="+- 2 standard errors"
+)
 ax.axhline(kl_closed, color="k", ls="--", label=f"closed form = {kl_closed:.3f} nats")
 ax.set_xlabel("number of samples z ~ q")
 ax.set_ylabel("KL estimate (nats)")
@@ -235,10 +254,16 @@ per_entry_mse = float(mse_loss(x_hat_b, x_batch)[0])
 out = vae_step(encoder, decoder, Adam(lr=1e-3), x_batch, eps_batch, beta=BETA, recon_std=RECON_STD)
 step_loss, step_recon, step_kl = float(out["loss"]), float(out["recon"]), float(out["kl"])
 gauss_const = 64 / 2 * math.log(2 * math.pi * RECON_STD**2)
-print(f"vae_step:  loss {step_loss:.2f} = recon {step_recon:.2f} + beta * KL {step_kl:.3f}   (nats per sample)")
-print(f"by hand:   recon {recon_by_hand:.2f}, KL {kl_by_hand:.3f};  per-entry MSE {per_entry_mse:.4f} "
-      f"x 64 / (2 * 0.1^2) = {per_entry_mse * 64 / (2 * RECON_STD**2):.2f}")
-print(f"-ELBO = loss + 64/2 log(2 pi recon_std^2) = {step_loss:.2f} + ({gauss_const:.2f}) = {step_loss + gauss_const:.2f} nats")
+print(
+    f"vae_step:  loss {step_loss:.2f} = recon {step_recon:.2f} + beta * KL {step_kl:.3f}   (nats per sample)"
+)
+print(
+    f"by hand:   recon {recon_by_hand:.2f}, KL {kl_by_hand:.3f};  per-entry MSE {per_entry_mse:.4f} "
+    f"x 64 / (2 * 0.1^2) = {per_entry_mse * 64 / (2 * RECON_STD**2):.2f}"
+)
+print(
+    f"-ELBO = loss + 64/2 log(2 pi recon_std^2) = {step_loss:.2f} + ({gauss_const:.2f}) = {step_loss + gauss_const:.2f} nats"
+)
 
 # %% [markdown]
 # Before training the decoder's output is nearly constant, so the
@@ -253,9 +278,14 @@ print(f"-ELBO = loss + 64/2 log(2 pi recon_std^2) = {step_loss:.2f} + ({gauss_co
 # warm-up and cosine decay. We train only stage 1 here.
 
 # %%
-VAE_STEPS = pick(3000, 200)
+VAE_STEPS = pick(3000, 120)
 model = LatentDiffusion(
-    input_size=64, latent_size=LATENT, hidden_size=HIDDEN, vae_steps=VAE_STEPS, kl_weight=1.0, recon_std=RECON_STD
+    input_size=64,
+    latent_size=LATENT,
+    hidden_size=HIDDEN,
+    vae_steps=VAE_STEPS,
+    kl_weight=1.0,
+    recon_std=RECON_STD,
 )
 model.fit_vae(X, progress=False)
 print(model)
@@ -276,8 +306,10 @@ show(fig, TUTORIAL, "vae_loss")
 recon = model.decode(model.encode(X))  # [1797, 64]
 recon_mse = float(((recon - X) ** 2).mean())
 baseline_mse = float(((X - X.mean(axis=0)) ** 2).mean())
-print(f"reconstruction MSE per pixel: {recon_mse:.4f}   (mean-image baseline {baseline_mse:.4f}, "
-      f"{recon_mse / baseline_mse:.0%} of it)")
+print(
+    f"reconstruction MSE per pixel: {recon_mse:.4f}   (mean-image baseline {baseline_mse:.4f}, "
+    f"{recon_mse / baseline_mse:.0%} of it)"
+)
 show_idx = np.concatenate([first, first + 1])  # twenty digits: the first of each class and its successor
 fig = figures.reconstructions(X[show_idx], recon[show_idx])
 show(fig, TUTORIAL, "reconstructions")
@@ -311,7 +343,11 @@ show(fig, TUTORIAL, "prior_samples")
 # %%
 BIG_BETA = 300.0
 model_big = LatentDiffusion(
-    input_size=64, latent_size=LATENT, hidden_size=HIDDEN, vae_steps=pick(2000, 200), kl_weight=BIG_BETA,
+    input_size=64,
+    latent_size=LATENT,
+    hidden_size=HIDDEN,
+    vae_steps=pick(2000, 120),
+    kl_weight=BIG_BETA,
     recon_std=RECON_STD,
 )
 with warnings.catch_warnings(record=True) as caught:
@@ -327,11 +363,15 @@ for name, m in (("beta = 1", model), (f"beta = {BIG_BETA:g}", model_big)):
     mu_all, log_var_all = m.encoder.forward(m.standardize(X))  # [1797, L] each
     kl_dims[name] = np.asarray(kl_per_dimension(mu_all, log_var_all), dtype=np.float64)  # [L]
     active = int((kl_dims[name] > ACTIVE_UNIT_THRESHOLD).sum())
-    print(f"{name:>12}: KL per dimension {np.round(kl_dims[name], 3)}  total {kl_dims[name].sum():.2f} nats, "
-          f"active units {active} of {LATENT}")
+    print(
+        f"{name:>12}: KL per dimension {np.round(kl_dims[name], 3)}  total {kl_dims[name].sum():.2f} nats, "
+        f"active units {active} of {LATENT}"
+    )
 recon_big_mse = float(((model_big.decode(model_big.encode(X)) - X) ** 2).mean())
-print(f"reconstruction MSE per pixel: beta = 1: {recon_mse:.4f};  beta = {BIG_BETA:g}: {recon_big_mse:.4f}  "
-      f"(mean image: {baseline_mse:.4f})")
+print(
+    f"reconstruction MSE per pixel: beta = 1: {recon_mse:.4f};  beta = {BIG_BETA:g}: {recon_big_mse:.4f}  "
+    f"(mean image: {baseline_mse:.4f})"
+)
 
 fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
 width = 0.4
@@ -339,8 +379,14 @@ dims = np.arange(LATENT)
 for k, (name, v) in enumerate(kl_dims.items()):
     ax.bar(dims + (k - 0.5) * width, np.maximum(v, 1e-5), width, label=name)
 ax.axhline(ACTIVE_UNIT_THRESHOLD, color="tab:red", ls=":", lw=1.2)
-ax.text(-0.6, ACTIVE_UNIT_THRESHOLD * 1.3, "active-unit threshold (0.01 nats)", color="tab:red", fontsize=9,
-        bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+ax.text(
+    -0.6,
+    ACTIVE_UNIT_THRESHOLD * 1.3,
+    "active-unit threshold (0.01 nats)",
+    color="tab:red",
+    fontsize=9,
+    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+)
 ax.set_yscale("log")
 ax.set_xticks(dims)
 ax.set_xlabel("latent dimension j")
@@ -370,7 +416,9 @@ fig = figures.latent_scatter(codes, labels, title="VAE latent means, beta = 1")
 show(fig, TUTORIAL, "latent_scatter_beta1")
 
 centres = np.stack([codes[labels == c].mean(axis=0) for c in range(10)])  # [10, L]
-class_share = float(((centres[labels] - codes.mean(axis=0)) ** 2).sum() / ((codes - codes.mean(axis=0)) ** 2).sum())
+class_share = float(
+    ((centres[labels] - codes.mean(axis=0)) ** 2).sum() / ((codes - codes.mean(axis=0)) ** 2).sum()
+)
 print(f"share of the latent means' variance explained by the digit class: {class_share:.2f}")
 
 # %% [markdown]
@@ -386,8 +434,10 @@ for name, m in (("beta = 1", model), (f"beta = {BIG_BETA:g}", model_big)):
     spread = mu_all.std(axis=0)  # [L]: how far apart the inputs' codes are
     noise = np.exp(0.5 * log_var_all).mean(axis=0)  # [L]: the posterior std
     spread_to_noise[name] = float(np.median(spread / noise))
-    print(f"{name:>12}: std of mu over the data {spread.mean():.3f}, posterior std {noise.mean():.3f}, "
-          f"median ratio {spread_to_noise[name]:.2f}")
+    print(
+        f"{name:>12}: std of mu over the data {spread.mean():.3f}, posterior std {noise.mean():.3f}, "
+        f"median ratio {spread_to_noise[name]:.2f}"
+    )
 
 # %% [markdown]
 # With `beta = 1` the means are spread several times wider than the noise

@@ -110,6 +110,7 @@ show(fig, TUTORIAL, "forward_process_digits")
 # draws. Making a schedule warns when it ends with too much signal left: we
 # record the warnings here and discuss them in the next section.
 
+
 # %%
 def build(num_steps, beta_start, beta_end, kind):
     """make_schedule in float64, returning the schedule and any warning it raised."""
@@ -162,16 +163,22 @@ for name, s in schedules.items():
 # scales the betas by `1000 / T` (improved DDPM does this).
 
 # %%
-schedules["linear, T = 100 (same betas)"], warned["linear, T = 100 (same betas)"] = build(100, 1e-4, 0.02, "linear")
-schedules["linear, T = 100, betas x 10"], warned["linear, T = 100, betas x 10"] = build(100, 1e-3, 0.2, "linear")
+schedules["linear, T = 100 (same betas)"], warned["linear, T = 100 (same betas)"] = build(
+    100, 1e-4, 0.02, "linear"
+)
+schedules["linear, T = 100, betas x 10"], warned["linear, T = 100, betas x 10"] = build(
+    100, 1e-3, 0.2, "linear"
+)
 
 print(f"{'schedule':<34} {'T':>5} {'sqrt(ab[T-1])':>14} {'SNR[T-1]':>10}  warns?")
 terminal = {}
 for name, s in schedules.items():
     ab_last = s["alphas_cumprod"][-1]
     terminal[name] = float(np.sqrt(ab_last))
-    print(f"{name:<34} {s['num_steps']:>5} {terminal[name]:14.4f} {ab_last / (1 - ab_last):10.2e}  "
-          f"{'yes' if warned[name] else 'no'}")
+    print(
+        f"{name:<34} {s['num_steps']:>5} {terminal[name]:14.4f} {ab_last / (1 - ab_last):10.2e}  "
+        f"{'yes' if warned[name] else 'no'}"
+    )
 for name, msgs in warned.items():
     for msg in msgs:
         print(f"\nwarning for {name}:\n  {msg}")
@@ -193,12 +200,19 @@ rows, row_labels = [five], ["clean digits x_0\n(for reference)"]
 for name in ("linear (DDPM)", "scaled_linear (Stable Diffusion)", "cosine", "linear, T = 100 (same betas)"):
     s = schedules[name]
     rows.append(q_sample(s, five, s["num_steps"] - 1, eps_five))  # [5, 64]: x_{T-1}
-    row_labels.append(f"{name.split(' (')[0].split(',')[0]}{', T = 100' if 'T = 100' in name else ''}\n"
-                      f"sqrt(ab) = {terminal[name]:.3f}")
+    row_labels.append(
+        f"{name.split(' (')[0].split(',')[0]}{', T = 100' if 'T = 100' in name else ''}\n"
+        f"sqrt(ab) = {terminal[name]:.3f}"
+    )
 rows.append(eps_five)
 row_labels.append("pure noise N(0, I)\n(sampling starts here)")
-fig = figures.image_grid(np.concatenate(rows), nrows=len(rows), row_labels=row_labels, value_range=(-1.5, 1.5),
-                         title=r"The last training input $x_{T-1}$, per schedule (same digits, same noise)")
+fig = figures.image_grid(
+    np.concatenate(rows),
+    nrows=len(rows),
+    row_labels=row_labels,
+    value_range=(-1.5, 1.5),
+    title=r"The last training input $x_{T-1}$, per schedule (same digits, same noise)",
+)
 show(fig, TUTORIAL, "terminal_inputs")
 
 centroids = np.stack([x0_all[labels == k].mean(axis=0) for k in range(10)])  # [10, 64]
@@ -257,8 +271,10 @@ print(f"alpha_bar[T-1]: meant {meant['alphas_cumprod'][-1]:.4f}, misread {misrea
 print(f"largest difference in alpha_bar: {gap.max():.3f} at t = {gap.argmax()}")
 sqrt_beta_steps = np.diff(np.sqrt(meant["betas"]))
 beta_steps = np.diff(misread["betas"])
-print(f"scaled_linear: sqrt(beta) steps all equal: {np.allclose(sqrt_beta_steps, sqrt_beta_steps[0])};  "
-      f"linear: beta steps all equal: {np.allclose(beta_steps, beta_steps[0])}")
+print(
+    f"scaled_linear: sqrt(beta) steps all equal: {np.allclose(sqrt_beta_steps, sqrt_beta_steps[0])};  "
+    f"linear: beta steps all equal: {np.allclose(beta_steps, beta_steps[0])}"
+)
 
 # %% [markdown]
 # The misread schedule reaches the same `beta_end` but adds noise faster in

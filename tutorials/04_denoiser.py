@@ -96,13 +96,24 @@ channel_std = {ti: e.std(axis=0) for ti, e in emb.items()}  # [DIM]: how much ea
 VARY = 0.1  # a channel "varies" if its std over the schedule exceeds this (a full sine wave has ~0.71)
 n_vary = {ti: int((s > VARY).sum()) for ti, s in channel_std.items()}
 for ti in emb:
-    print(f"{ti:>8}: {n_vary[ti]:2d} of {DIM} channels have std over t > {VARY};  "
-          f"median channel std {np.median(channel_std[ti]):.3f}")
+    print(
+        f"{ti:>8}: {n_vary[ti]:2d} of {DIM} channels have std over t > {VARY};  "
+        f"median channel std {np.median(channel_std[ti]):.3f}"
+    )
 
-fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 0.8]})
+fig, axes = plt.subplots(
+    1, 3, figsize=(14, 4), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 0.8]}
+)
 for ax, ti in zip(axes[:2], emb):
-    im = ax.imshow(emb[ti].T, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest",
-                   extent=(0, T, DIM - 0.5, -0.5))
+    im = ax.imshow(
+        emb[ti].T,
+        aspect="auto",
+        cmap="RdBu_r",
+        vmin=-1,
+        vmax=1,
+        interpolation="nearest",
+        extent=(0, T, DIM - 0.5, -0.5),
+    )
     ax.set_title(f'time_input="{ti}": s = {"t" if ti == "index" else "t / T"}')
     ax.set_xlabel("timestep t")
     ax.set_ylabel("channel (sin 0..31, then cos 0..31)")
@@ -148,8 +159,10 @@ show(fig, TUTORIAL, "time_embedding_similarity")
 for ti in sim:
     far = float(sim[ti][0, -1])
     step = np.linalg.norm(emb[ti][1:] - emb[ti][:-1], axis=1).mean() / np.linalg.norm(emb[ti], axis=1).mean()
-    print(f"{ti:>8}: similarity of t = 0 and t = 990: {far:+.3f};  "
-          f"mean |emb(t+1) - emb(t)| / |emb(t)|: {step:.4f}")
+    print(
+        f"{ti:>8}: similarity of t = 0 and t = 990: {far:+.3f};  "
+        f"mean |emb(t+1) - emb(t)| / |emb(t)|: {step:.4f}"
+    )
 
 # %% [markdown]
 # With `"fraction"` the embeddings of `t = 0` and `t = 990` are still 97%
@@ -184,11 +197,18 @@ for layer, name, value in iter_params(denoiser_big.params):
 counted = sum(v.size for _, _, v in iter_params(denoiser_big.params))
 print(f"{'denoiser total':<30} {'':>10} {counted:>9,}")
 h_, l_, L_ = 256, 8, 4
-formula = (h_ * h_ + h_) + (l_ * h_ + h_) + L_ * (2 * h_ + (4 * h_ * h_ + 4 * h_) + (4 * h_ * h_ + h_)) + (h_ * l_ + l_)
+formula = (
+    (h_ * h_ + h_)
+    + (l_ * h_ + h_)
+    + L_ * (2 * h_ + (4 * h_ * h_ + 4 * h_) + (4 * h_ * h_ + h_))
+    + (h_ * l_ + l_)
+)
 arrays_total = encoder.num_params + decoder.num_params + denoiser_big.num_params
 closed_form_total = ldm_np.param_count(input_size=64, latent_size=8, hidden_size=256, num_layers=4)
-print(f"denoiser by the formula: {formula:,};  share in the residual blocks: "
-      f"{L_ * (8 * h_ * h_ + 7 * h_) / counted:.0%}")
+print(
+    f"denoiser by the formula: {formula:,};  share in the residual blocks: "
+    f"{L_ * (8 * h_ * h_ + 7 * h_) / counted:.0%}"
+)
 print(f"encoder + decoder + denoiser arrays: {arrays_total:,};  ldm_np.param_count: {closed_form_total:,}")
 
 # %% [markdown]
@@ -212,7 +232,9 @@ print(f"encoder + decoder + denoiser arrays: {arrays_total:,};  ldm_np.param_cou
 
 # %%
 s64 = make_schedule(50, 1e-3, 0.3, "linear", dtype="float64")  # a short schedule for the tiny model
-tiny = ldm_np.build_denoiser(latent_size=3, hidden_size=8, num_layers=2, num_steps=50, seed=0, dtype="float64")
+tiny = ldm_np.build_denoiser(
+    latent_size=3, hidden_size=8, num_layers=2, num_steps=50, seed=0, dtype="float64"
+)
 for _, _, p in iter_params(tiny.params):
     p += 0.3 * rng.standard_normal(p.shape)  # zero biases and unit gammas can hide backward bugs
 
@@ -227,10 +249,14 @@ loss_errors = {}
 for pt in PREDICTION_TYPES:
     for gamma in (None, 5.0):
         _, dout = diffusion_loss(s64, out_t, x0_t, eps_t, t_t, pt, min_snr_gamma=gamma)
-        num = numerical_gradient(lambda pt=pt, g=gamma: diffusion_loss(s64, out_t, x0_t, eps_t, t_t, pt, g)[0], out_t)
+        num = numerical_gradient(
+            lambda pt=pt, g=gamma: diffusion_loss(s64, out_t, x0_t, eps_t, t_t, pt, g)[0], out_t
+        )
         loss_errors[(pt, gamma)] = rel_error(dout, num)
-print("dL/d(output) vs finite differences:",
-      ", ".join(f"{pt}{'' if g is None else ' min-SNR-5'}: {e:.1e}" for (pt, g), e in loss_errors.items()))
+print(
+    "dL/d(output) vs finite differences:",
+    ", ".join(f"{pt}{'' if g is None else ' min-SNR-5'}: {e:.1e}" for (pt, g), e in loss_errors.items()),
+)
 
 report = check_module(tiny, [xt_t, t_t])  # random upstream gradients; the input t gets no gradient
 print(report)
@@ -276,9 +302,12 @@ for a in PREDICTION_TYPES:
     for b in PREDICTION_TYPES:
         converted = convert_prediction(s64, targets[a], t_c, xt_c, a, b)
         conversion_errors[(a, b)] = float(np.abs(converted - targets[b]).max())
-round_trip = convert_prediction(s64, convert_prediction(s64, targets["epsilon"], t_c, xt_c, "epsilon", "v"),
-                                t_c, xt_c, "v", "epsilon")
-print("largest |convert(target_a -> b) - target_b| over all 9 pairs:", f"{max(conversion_errors.values()):.1e}")
+round_trip = convert_prediction(
+    s64, convert_prediction(s64, targets["epsilon"], t_c, xt_c, "epsilon", "v"), t_c, xt_c, "v", "epsilon"
+)
+print(
+    "largest |convert(target_a -> b) - target_b| over all 9 pairs:", f"{max(conversion_errors.values()):.1e}"
+)
 print("epsilon -> v -> epsilon round trip, largest error:", f"{np.abs(round_trip - eps_c).max():.1e}")
 
 # %% [markdown]
@@ -307,7 +336,9 @@ xt_w = q_sample(schedule, x0_w, t_grid, eps_w)
 sample_out = x0_w + delta  # a "sample" output that misses x0 by delta
 measured = {}
 for pt in PREDICTION_TYPES:
-    out_pt = convert_prediction(schedule, sample_out, t_grid, xt_w, "sample", pt)  # the same estimate, as type pt
+    out_pt = convert_prediction(
+        schedule, sample_out, t_grid, xt_w, "sample", pt
+    )  # the same estimate, as type pt
     err = ((out_pt - target_for(pt, x0_w, eps_w, schedule, t_grid)) ** 2).sum(axis=1)  # [k]
     measured[pt] = err / (delta**2).sum(axis=1)  # loss per unit of x0 error
 snr_grid = np.asarray(snr(schedule, t_grid), dtype=np.float64)
@@ -316,16 +347,27 @@ minsnr = np.asarray(min_snr_weights(schedule, t_grid, "epsilon", 5.0), dtype=np.
 
 fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
 for pt, color in zip(PREDICTION_TYPES, ("tab:blue", "tab:orange", "tab:green")):
-    ax.loglog(t_grid + 1, implied[pt], color=color, lw=2, label=f'"{pt}": weight {["SNR", "1", "SNR + 1"][PREDICTION_TYPES.index(pt)]}')
+    ax.loglog(
+        t_grid + 1,
+        implied[pt],
+        color=color,
+        lw=2,
+        label=f'"{pt}": weight {["SNR", "1", "SNR + 1"][PREDICTION_TYPES.index(pt)]}',
+    )
     ax.loglog(t_grid[::3] + 1, measured[pt][::3], "o", color=color, ms=4, mfc="none")
 ax.loglog(t_grid + 1, minsnr, "k--", lw=1.3, label="any type with min-SNR-5 weighting: min(SNR, 5)")
 ax.set_xlabel("timestep t + 1 (log scale)")
 ax.set_ylabel("loss per unit of squared x0 error")
-ax.set_title("The loss weight over t implied by each prediction type\n(lines: formula; circles: measured with convert_prediction)")
+ax.set_title(
+    "The loss weight over t implied by each prediction type\n(lines: formula; circles: measured with convert_prediction)"
+)
 ax.legend(loc="lower left", fontsize=8)
 show(fig, TUTORIAL, "prediction_type_weights")
 weight_errors = {pt: float(np.max(np.abs(measured[pt] / implied[pt] - 1))) for pt in PREDICTION_TYPES}
-print("largest relative gap between measured and formula weights:", {k: f"{v:.1e}" for k, v in weight_errors.items()})
+print(
+    "largest relative gap between measured and formula weights:",
+    {k: f"{v:.1e}" for k, v in weight_errors.items()},
+)
 
 # %% [markdown]
 # ## 5. Training on a 2-D toy set, with each prediction type
@@ -335,9 +377,9 @@ print("largest relative gap between measured and formula weights:", {k: f"{v:.1e
 # model is small (hidden 64, 3 residual blocks, about 100 k parameters) and
 # each run takes the same budget: 1,200 batches of 256, Adam (learning rate
 # 3e-3) with warm-up and cosine decay, gradient clipping at 1, an EMA of the
-# weights (decay 0.995) used for sampling. The loop is what `LatentDiffusion.fit_denoiser` runs, written
-# out: one `denoiser_step` per batch, its randomness seeded by the step
-# number.
+# weights (decay 0.995) used for sampling. The loop is what
+# `LatentDiffusion.fit_denoiser` runs, written out: one `denoiser_step` per
+# batch, its randomness seeded by the step number.
 
 # %%
 STEPS = pick(1200, 40)
@@ -346,12 +388,14 @@ data = moons(20_000, seed=0)  # [20000, 2] training set
 reference = moons(2_000, seed=1)  # [2000, 2] held-out points to score samples against
 N_SAMPLES = pick(2_000, 300)
 BANDWIDTH = 0.5  # one MMD bandwidth for every comparison
+SAMPLER_STEPS = pick(50, 10)
 
 
 def train_toy(prediction_type, time_input="index", seed=0, steps=STEPS):
     """Train a denoiser on `data`; return (EMA denoiser, [(step, loss)], seconds)."""
-    model = ldm_np.build_denoiser(latent_size=2, hidden_size=HIDDEN, num_layers=LAYERS, num_steps=T,
-                                  time_input=time_input, seed=seed)
+    model = ldm_np.build_denoiser(
+        latent_size=2, hidden_size=HIDDEN, num_layers=LAYERS, num_steps=T, time_input=time_input, seed=seed
+    )
     optimizer, ema, history = Adam(lr=LR), EMA(model.params, decay=0.995), []
     start = time.perf_counter()
     for n in range(steps):
@@ -360,20 +404,31 @@ def train_toy(prediction_type, time_input="index", seed=0, steps=STEPS):
         t = r.integers(0, T, size=BATCH)
         noise = r.standard_normal((BATCH, 2), dtype=np.float32)
         optimizer.lr = learning_rate(n, LR, warmup=min(100, steps // 10), total=steps)
-        out = denoiser_step(model, optimizer, schedule, data[idx], t, noise, ema=ema, prediction_type=prediction_type)
+        out = denoiser_step(
+            model, optimizer, schedule, data[idx], t, noise, ema=ema, prediction_type=prediction_type
+        )
         if n % 20 == 0 or n == steps - 1:
             history.append((n, float(out["loss"])))
     seconds = time.perf_counter() - start
-    ema_model = ldm_np.build_denoiser(latent_size=2, hidden_size=HIDDEN, num_layers=LAYERS, num_steps=T,
-                                      time_input=time_input, seed=seed)
+    ema_model = ldm_np.build_denoiser(
+        latent_size=2, hidden_size=HIDDEN, num_layers=LAYERS, num_steps=T, time_input=time_input, seed=seed
+    )
     ema_model.params = ema.shadow  # the EMA weights, in a Denoiser of their own
     return ema_model, history, seconds
 
 
 def draw(model, prediction_type, seed=5):
-    """DDIM, 50 steps, eta = 0, from x_T ~ N(0, I): [N_SAMPLES, 2]."""
-    return sample(model.forward, schedule, N_SAMPLES, sampler="ddim", num_inference_steps=50,
-                  prediction_type=prediction_type, rng=np.random.default_rng(seed), shape=2)
+    """DDIM (50 steps, eta = 0) from x_T ~ N(0, I): [N_SAMPLES, 2]."""
+    return sample(
+        model.forward,
+        schedule,
+        N_SAMPLES,
+        sampler="ddim",
+        num_inference_steps=SAMPLER_STEPS,
+        prediction_type=prediction_type,
+        rng=np.random.default_rng(seed),
+        shape=2,
+    )
 
 
 models, histories, samples, scores = {}, {}, {}, {}
@@ -381,13 +436,17 @@ for pt in PREDICTION_TYPES:
     models[pt], histories[pt], secs = train_toy(pt)
     samples[pt] = draw(models[pt], pt)
     scores[pt] = mmd(samples[pt], reference, bandwidth=BANDWIDTH)
-    print(f'{pt:>8}: {STEPS} steps in {secs:.1f} s, last loss {histories[pt][-1][1]:.4f}, MMD to held-out data {scores[pt]:.4f}')
+    print(
+        f"{pt:>8}: {STEPS} steps in {secs:.1f} s, last loss {histories[pt][-1][1]:.4f}, MMD to held-out data {scores[pt]:.4f}"
+    )
 
 untrained = ldm_np.build_denoiser(latent_size=2, hidden_size=HIDDEN, num_layers=LAYERS, num_steps=T, seed=0)
 print(untrained)
 score_untrained = mmd(draw(untrained, "epsilon"), reference, bandwidth=BANDWIDTH)
 score_floor = mmd(moons(N_SAMPLES, seed=7), reference, bandwidth=BANDWIDTH)
-print(f"for scale: untrained network {score_untrained:.4f};  fresh data from the true distribution {score_floor:.4f}")
+print(
+    f"for scale: untrained network {score_untrained:.4f};  fresh data from the true distribution {score_floor:.4f}"
+)
 
 fig = figures.loss_curves({f'"{pt}" (its own units)': histories[pt] for pt in PREDICTION_TYPES})
 show(fig, TUTORIAL, "toy_loss_curves")
@@ -403,7 +462,9 @@ for ax in axes:
     ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel("$x_1$")
 axes[0].set_ylabel("$x_2$")
-fig.suptitle(f"Samples (DDIM, 50 steps) after {STEPS} training steps, same budget for each prediction type")
+fig.suptitle(
+    f"Samples (DDIM, {SAMPLER_STEPS} steps) after {STEPS} training steps, same budget for each prediction type"
+)
 show(fig, TUTORIAL, "toy_samples_by_prediction_type")
 
 # %% [markdown]
@@ -470,14 +531,22 @@ for ti in ("index", "fraction"):
         eval_bands[ti, seed] = [float(err[(t_e >= a) & (t_e < b)].mean()) for a, b in bands]
         sample_mmd[ti, seed] = mmd(draw(model, "epsilon"), reference, bandwidth=BANDWIDTH)
 
-print(f"{'time_input':<10} {'seed':>4} {'eval loss':>10} {'MMD':>8}  " + "".join(f"{f'[{a},{b})':>11}" for a, b in bands))
+print(
+    f"{'time_input':<10} {'seed':>4} {'eval loss':>10} {'MMD':>8}  "
+    + "".join(f"{f'[{a},{b})':>11}" for a, b in bands)
+)
 for (ti, seed), value in eval_loss.items():
-    print(f"{ti:<10} {seed:>4} {value:10.4f} {sample_mmd[ti, seed]:8.4f}  "
-          + "".join(f"{v:11.4f}" for v in eval_bands[ti, seed]))
+    print(
+        f"{ti:<10} {seed:>4} {value:10.4f} {sample_mmd[ti, seed]:8.4f}  "
+        + "".join(f"{v:11.4f}" for v in eval_bands[ti, seed])
+    )
 mean_loss = {ti: float(np.mean([eval_loss[ti, s] for s in SEEDS])) for ti in ("index", "fraction")}
 mean_mmd = {ti: float(np.mean([sample_mmd[ti, s] for s in SEEDS])) for ti in ("index", "fraction")}
-print(f"mean over seeds: index loss {mean_loss['index']:.4f}, MMD {mean_mmd['index']:.4f};  "
-      f"fraction loss {mean_loss['fraction']:.4f}, MMD {mean_mmd['fraction']:.4f}")
+print(
+    f"mean over seeds: index loss {mean_loss['index']:.4f}, MMD {mean_mmd['index']:.4f};  "
+    f"fraction loss {mean_loss['fraction']:.4f}, MMD {mean_mmd['fraction']:.4f}"
+)
+seed_spread = 0.0
 if len(SEEDS) > 1:
     seed_spread = max(abs(eval_loss[ti, 0] - eval_loss[ti, 1]) for ti in ("index", "fraction"))
     print(f"for scale: the eval loss moves by up to {seed_spread:.4f} between seeds of the same setting")
@@ -519,7 +588,9 @@ if STEPS >= 1000:  # claims about fully trained models (normal mode only)
     for pt in PREDICTION_TYPES:
         assert scores[pt] < 0.5 * score_untrained, (pt, scores[pt], score_untrained)
     assert max(scores["epsilon"], scores["v"]) < scores["sample"], scores  # x0-prediction blurs the moons
-    assert x0_err["sample"][0] > max(x0_err["epsilon"][0], x0_err["v"][0]), x0_err  # ... from its small-t error
+    assert x0_err["sample"][0] > max(x0_err["epsilon"][0], x0_err["v"][0]), (
+        x0_err
+    )  # ... from its small-t error
     # Section 6: the two time inputs end within 1% of each other in held-out loss, and within the
     # spread between seeds of one setting (plus a small margin).
     gap = abs(mean_loss["index"] - mean_loss["fraction"])

@@ -253,21 +253,29 @@ def denoiser_parts(batch: int) -> dict[str, float]:
     times["clip + EMA"] = median_seconds(lambda: (clip_grad_norm(grads, 1.0), ema2.update(params)))
     measured = sum(v for k, v in times.items() if k != "full step")
     times["the rest"] = max(times["full step"] - measured, 0.0)
+    # Shares are taken of the larger of the two totals, so they always add up to 1.
+    times["total"] = max(times["full step"], measured)
     return times
 
 
 results = {}
 for B in BATCHES:
     results[B] = denoiser_parts(B)
-    full = results[B]["full step"]
-    print(f"\nbatch {B}: full step {1e3 * full:.1f} ms")
-    for name, sec in results[B].items():
-        if name != "full step":
-            print(f"  {name:<16} {1e3 * sec:7.2f} ms  {sec / full:6.1%}")
+    times = results[B]
+    parts_sum = times["total"] - times["the rest"]
+    print(
+        f"\nbatch {B}: full step {1e3 * times['full step']:.1f} ms; the parts, timed alone, add up to "
+        f"{parts_sum / times['full step']:.0%} of it"
+    )
+    for name, sec in times.items():
+        if name not in ("full step", "total"):
+            print(f"  {name:<16} {1e3 * sec:7.2f} ms  {sec / times['total']:6.1%}")
 
 # %% [markdown]
-# (The parts are timed alone, so they need not add up exactly to the full
-# step: "the rest" is the difference, floored at 0.)
+# The parts are timed alone, so they need not add up exactly to the full
+# step (caches are warmer or colder, and on a busy machine every timing
+# wobbles): "the rest" is the difference when it is positive, and each share
+# is taken of the larger of the two totals.
 #
 # ### How much is BLAS?
 #
@@ -291,7 +299,7 @@ for name, (i, o) in kernel_shapes.items():
 blas_share = {}
 for B, times in results.items():
     flops = 6 * B * kernel_weights
-    blas_share[B] = times["matrix products"] / times["full step"]
+    blas_share[B] = times["matrix products"] / times["total"]
     print(
         f"batch {B:>5}: {flops / 1e9:.2f} GFLOP of matrix products per step, "
         f"{flops / times['matrix products'] / 1e9:.0f} GFLOP/s in BLAS, "
@@ -304,7 +312,7 @@ colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "0.7"
 for row, times in enumerate(results.values()):
     left = 0.0
     for part, colour in zip(parts, colours):
-        share = times[part] / times["full step"]
+        share = times[part] / times["total"]
         ax.barh(row, share, left=left, color=colour, label=part if row == 0 else None)
         if share > 0.06:
             ax.text(
@@ -313,7 +321,7 @@ for row, times in enumerate(results.values()):
         left += share
 ax.set_yticks(range(len(results)), [f"batch {B}\n{1e3 * t['full step']:.0f} ms" for B, t in results.items()])
 ax.set_xlabel("share of one denoiser training step (latent 32, hidden 256, 4 blocks, float32, CPU)")
-ax.set_xlim(0, max(1.0, left))
+ax.set_xlim(0, 1)
 ax.legend(ncol=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8)
 ax.grid(False)
 show(fig, TUTORIAL, "where_the_time_goes")
@@ -321,9 +329,11 @@ show(fig, TUTORIAL, "where_the_time_goes")
 # %% [markdown]
 # How to read it (on 2 CPU cores):
 #
-# - **Matrix products dominate**, and more so as the batch grows: their cost
-#   grows like `B`, while Adam, clipping and EMA cost the same at any batch
-#   (they touch every parameter once per step, 2.2 million of them here).
+# - **Matrix products are the largest part, and grow with the batch**: their
+#   cost grows like `B`, while Adam, clipping and EMA cost the same at any
+#   batch (they touch every parameter once per step, 2.2 million of them
+#   here). Measured on 2 busy cores: about half the step at batch 256,
+#   about 70-90% at batch 1,024.
 # - **Elementwise work is the rest of the bill.** SiLU, LayerNorm, bias and
 #   residual adds run single-threaded in NumPy, one pass over memory per
 #   operation; a careful NumPy step lands within 5-10% of PyTorch eager for
@@ -413,7 +423,7 @@ for i, o in kernel_shapes.values():
     assert y.dtype == np.float32
     flops_counted += 3 * 2 * Bc * i * o
 assert flops_counted == 6 * Bc * kernel_weights
-# The matrix products are most of the work, and more of it at the larger batch.
-shares = [blas_share[B] for B in sorted(blas_share)]
-assert all(0.0 < s <= 1.5 for s in shares)
+# The bar chart's shares are a partition of the step (no timing claim: timings are noisy).
+for B, times in results.items():
+    assert np.isclose(sum(times[p] for p in parts), times["total"]) and 0.0 < blas_share[B] <= 1.0
 print("all checks passed")
