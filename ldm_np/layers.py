@@ -77,11 +77,13 @@ def dense_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
 
     ``kernel.T`` and ``x.T`` are views: BLAS reads them transposed, no copy.
     """
+    ### BEGIN SOLUTION dense_backward
     x, kernel = cache
     dx = dy @ kernel.T  # [batch, in]
     dkernel = x.T @ dy  # [in, out]
     dbias = batch_sum(dy)  # [out]
     return dx, dkernel, dbias
+    ### END SOLUTION
 
 
 def dense_param_grads(dy: Any, cache: Any) -> tuple[Any, Any]:
@@ -178,6 +180,7 @@ def silu_backward(dy: Any, cache: Any) -> Any:
     ``row_blocks``): the same expression with its factors multiplied in
     another order, equal up to rounding.
     """
+    ### BEGIN SOLUTION silu_backward
     x, s = cache
     xp = get_array_module(dy)
     dx = xp.empty_like(dy)
@@ -188,6 +191,7 @@ def silu_backward(dy: Any, cache: Any) -> Any:
         d *= s[rows]  # s (1 + x (1 - s))
         d *= dy[rows]
     return dx
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------
@@ -225,6 +229,7 @@ def layernorm_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
     The two sums run over the feature axis: they carry the gradient through
     the mean and the variance, which depend on every feature of the row.
     """
+    ### BEGIN SOLUTION layernorm_backward
     xhat, rstd, gamma = cache
     xp = get_array_module(dy)
     n = xhat.shape[-1]
@@ -241,6 +246,7 @@ def layernorm_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
     dx -= xp.multiply(xhat, gx_mean, out=dy_xhat)
     dx *= rstd
     return dx, dgamma, dbeta
+    ### END SOLUTION
 
 
 # --------------------------------------------------------------------------

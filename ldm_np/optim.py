@@ -82,6 +82,7 @@ class Adam:
 
     def step(self, params: ParamTree, grads: ParamTree) -> None:
         """Update every array of ``params`` in place from ``grads`` (same structure)."""
+        ### BEGIN SOLUTION adam_step
         self.t += 1
         b1, b2 = self.betas
         bias1 = 1.0 - b1**self.t
@@ -120,6 +121,7 @@ class Adam:
                 update = xp.divide(m_, denom, out=w)
                 update *= step_size
                 p_ -= update  # p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+        ### END SOLUTION
 
     def state_arrays(self) -> dict[str, Any]:
         """The moments as a flat dict ``{"m.layer.param": array, "v.layer.param": array}``."""
@@ -130,11 +132,15 @@ class Adam:
         return out
 
     def load_state_arrays(self, arrays: dict[str, Any], t: int) -> None:
-        """Restore the moments written by ``state_arrays`` and the step count."""
+        """Restore the moments written by ``state_arrays`` and the step count.
+
+        The arrays are copied: the optimizer updates its moments in place, and
+        must not change the caller's arrays (or another optimizer's state).
+        """
         self.state = {}
         for name, value in arrays.items():
             kind, key = name.split(".", 1)
-            self.state.setdefault(key, {})[kind] = value
+            self.state.setdefault(key, {})[kind] = value.copy()
         self.t = int(t)
 
 

@@ -143,7 +143,7 @@ def vae_step(
     dmu, dlog_var = reparameterize_backward(dz, rep_cache)
     dmu = dmu + dmu_kl
     dlog_var = clamp_log_var_backward(dlog_var + dlog_var_kl, inside)
-    encoder.backward(dmu, dlog_var)
+    encoder.backward(dmu, dlog_var, input_grad=False)  # the data need no gradient
 
     params = {**encoder.params, **decoder.params}
     grads = {**encoder.grads, **decoder.grads}

@@ -51,8 +51,10 @@ def reparameterize_backward(dz: Any, cache: Any) -> tuple[Any, Any]:
     Both [batch, latent]. The noise is an input, not a function of the
     parameters: that is the whole trick (Kingma & Welling, 2014).
     """
+    ### BEGIN SOLUTION reparameterize_backward
     std, eps = cache
     return dz, dz * eps * std * 0.5
+    ### END SOLUTION
 
 
 def reparameterize(mu: Any, log_var: Any, rng: Any) -> tuple[Any, Any]:

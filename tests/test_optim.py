@@ -177,11 +177,6 @@ def test_state_round_trip_through_a_file_gives_identical_next_steps(cls):
     assert restored.t == opt.t == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="optim.py: state_arrays() returns the live m/v arrays and load_state_arrays() keeps "
-    "its inputs without copying, so a restored optimizer shares (and corrupts) the original's state",
-)
 def test_state_round_trip_in_memory_does_not_share_arrays():
     rng = np.random.default_rng(1)
     params = two_layer_tree(rng)
