@@ -783,8 +783,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 1
+    regions = sorted(regions, key=lambda r: list(BY_ID).index(r.id))  # in the order of the table
     print(f"wrote a student copy to {args.out} with {len(regions)} exercises stubbed out:")
-    for r in sorted(regions, key=lambda r: TUTORIALS.index(BY_ID[r.id].tutorial)):
+    for r in regions:
         print(f"  {r.id:<24} {BY_ID[r.id].tutorial:<22} {r.path}")
     if regions:
         print(

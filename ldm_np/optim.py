@@ -81,7 +81,17 @@ class Adam:
         return f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}, t={self.t})"
 
     def step(self, params: ParamTree, grads: ParamTree) -> None:
-        """Update every array of ``params`` in place from ``grads`` (same structure)."""
+        """Update every array of ``params`` in place from ``grads`` (same structure).
+
+        One step of the update in the class docstring, for every parameter
+        (``iter_params`` walks the tree): count the step first (``self.t``, so
+        t = 1 at the first call); keep each parameter's moments in
+        ``self.state["layer.param"] = {"m": ..., "v": ...}``, zeros like the
+        parameter on first use (``state_arrays`` reads them there); for AdamW
+        (``self.decoupled``) shrink p by (1 - lr * weight_decay) before the
+        update and leave g alone, for Adam add weight_decay * p to g. Change p
+        in place: the arrays in ``params`` are the model's own.
+        """
         ### BEGIN SOLUTION adam_step
         self.t += 1
         b1, b2 = self.betas
