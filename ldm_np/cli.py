@@ -32,11 +32,11 @@ DEMO_CONFIG = {
     "hidden_size": 256,
     "num_layers": 4,
     "num_steps": 1000,
-    "vae_steps": 6000,
+    "vae_steps": 4000,
     "vae_batch_size": 128,
     "kl_weight": 1.0,
     "recon_std": 0.1,
-    "denoiser_steps": 3500,
+    "denoiser_steps": 3000,
     "denoiser_batch_size": 256,
 }
 
