@@ -34,7 +34,13 @@ def only_values_are_bad(x, width):
     Losses and diffusion steps run inside training loops; they check shapes and
     dtypes but not every value, since that would wait on the GPU each step.
     """
-    return isinstance(x, np.ndarray) and x.dtype == np.float32 and x.ndim == 2 and x.size > 0 and x.shape[1] == width
+    return (
+        isinstance(x, np.ndarray)
+        and x.dtype == np.float32
+        and x.ndim == 2
+        and x.size > 0
+        and x.shape[1] == width
+    )
 
 
 def expect_refusal(call, argument, *also):
@@ -129,7 +135,9 @@ def test_backward_refuses_bad_gradients(grad):
 
 @given(
     size=st.sampled_from(["input_size", "latent_size", "hidden_size", "num_layers", "num_steps"]),
-    value=st.one_of(st.integers(-5, 0), st.floats(0.5, 3.5).filter(lambda v: v != int(v)), st.just("4"), st.none()),
+    value=st.one_of(
+        st.integers(-5, 0), st.floats(0.5, 3.5).filter(lambda v: v != int(v)), st.just("4"), st.none()
+    ),
 )
 def test_build_refuses_bad_sizes(size, value):
     sizes = {"input_size": 4, "latent_size": 2, "hidden_size": 4, "num_layers": 1, "num_steps": 10}
@@ -209,7 +217,8 @@ def test_sample_refuses_bad_options(option, value):
     if option == "sampler" and value == "ddpm":
         return
     expect_refusal(
-        lambda: sample(DENOISER.forward, SCHEDULE, 2, rng=np.random.default_rng(0), shape=LATENT, **kwargs), option
+        lambda: sample(DENOISER.forward, SCHEDULE, 2, rng=np.random.default_rng(0), shape=LATENT, **kwargs),
+        option,
     )
 
 
@@ -221,7 +230,15 @@ def test_more_inference_steps_than_training_steps(n, extra):
 # ----------------------------------------------------------------- pipeline and data
 
 
-TINY = {"latent_size": 2, "hidden_size": 4, "num_layers": 1, "num_steps": 20, "schedule": "cosine", "vae_steps": 1, "denoiser_steps": 1}
+TINY = {
+    "latent_size": 2,
+    "hidden_size": 4,
+    "num_layers": 1,
+    "num_steps": 20,
+    "schedule": "cosine",
+    "vae_steps": 1,
+    "denoiser_steps": 1,
+}
 
 
 @given(X=bad_arrays((None, IN)))
