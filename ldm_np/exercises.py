@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -396,6 +397,21 @@ def _functions(tree: ast.AST) -> Iterable[tuple[str, ast.FunctionDef | ast.Async
     return walk(tree, "")
 
 
+def parse_python(text: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, retried on a fresh thread if CPython 3.11 raises its spurious SystemError.
+
+    CPython up to 3.11.7 can raise "AST constructor recursion depth mismatch"
+    from ``ast.parse`` deep inside a large call stack (gh-106905, fixed in
+    3.11.8 and 3.12): the check compares counters of the calling thread. A new
+    thread starts with clean counters, so the same parse succeeds there.
+    """
+    try:
+        return ast.parse(text, filename=filename)
+    except SystemError:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(ast.parse, text, filename).result()
+
+
 def _check_against_table(root: Path, regions: list[Region], texts: dict[str, str]) -> list[str]:
     """Every region has a known, unique id, sits after the docstring of the function the table names."""
     problems = []
@@ -417,7 +433,7 @@ def _check_against_table(root: Path, regions: list[Region], texts: dict[str, str
             continue
         if r.path not in trees:
             try:
-                trees[r.path] = ast.parse(texts[r.path], filename=r.path)
+                trees[r.path] = parse_python(texts[r.path], r.path)
             except SyntaxError as e:
                 problems.append(f"{r.path}:{e.lineno}: cannot parse the file: {e.msg}")
                 trees[r.path] = ast.Module(body=[], type_ignores=[])
@@ -472,7 +488,7 @@ def _check_test_ids(root: Path) -> list[str]:
             file, _, name = nodeid.partition("::")
             if file not in defined:
                 try:
-                    tree = ast.parse((root / file).read_text(encoding="utf-8"))
+                    tree = parse_python((root / file).read_text(encoding="utf-8"), file)
                 except (OSError, SyntaxError) as e:
                     problems.append(f"{file}: cannot read the tests of exercise '{ex.id}': {e}")
                     defined[file] = set()

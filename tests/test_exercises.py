@@ -140,7 +140,7 @@ def test_each_region_becomes_one_indented_stub_under_the_kept_docstring(student,
         assert "SOLUTION" not in source
         docs = {}
         for root in (REPO, student):
-            tree = ast.parse((root / ex.path).read_text())
+            tree = exercises.parse_python((root / ex.path).read_text())
             fn = dict(exercises._functions(tree))[ex.function]
             docs[root] = ast.get_docstring(fn)
             if root is student:  # the body after the docstring starts or ends with the stub
