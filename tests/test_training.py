@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import perturb_params
 
 from ldm_np import build_decoder, build_denoiser, build_encoder, make_schedule
 from ldm_np.gradcheck import directional_check
@@ -23,12 +24,6 @@ from ldm_np.training import (
 )
 
 
-def perturb(model, rng, scale=0.1):
-    """Move every parameter away from its init (zero biases hide broken backward passes)."""
-    for _, _, p in iter_params(model.params):
-        p += scale * rng.standard_normal(p.shape).astype(p.dtype)
-
-
 def vae_loss(encoder, decoder, x, eps, beta, recon_std):
     """The VAE loss recomputed from scratch, independently of vae_step."""
     mu, log_var = encoder.forward(x)
@@ -44,8 +39,8 @@ def test_vae_step_gradient_matches_finite_differences():
     rng = np.random.default_rng(0)
     enc = build_encoder(5, 3, 6, dtype="float64")
     dec = build_decoder(5, 3, 6, dtype="float64")
-    perturb(enc, rng)
-    perturb(dec, rng)
+    perturb_params(enc, rng, scale=0.1)
+    perturb_params(dec, rng, scale=0.1)
     x = rng.standard_normal((4, 5))
     eps = rng.standard_normal((4, 3))
     # lr = 0: the step fills the gradients but leaves the weights as they are.
