@@ -172,8 +172,9 @@ class LatentDiffusion:
 
     # ------------------------------------------------------------------ data
 
-    def _prepare(self, X: Any, name: str = "X") -> Any:
-        """Validate user data, cast it to the model dtype and move it to the device."""
+    def _prepare(self, X: Any, name: str = "X", width: int | None = None, *, min_rows: int = 1) -> Any:
+        """Validate user data [n, width] (default: input_size), cast it to the model dtype, move it to the device."""
+        width = self.config.input_size if width is None else width
         if not hasattr(X, "dtype"):
             X = np.asarray(X)
         if X.dtype.kind in "iub":
@@ -183,9 +184,9 @@ class LatentDiffusion:
             )
         if X.dtype.kind == "f" and X.dtype != np.dtype(self.config.dtype):
             X = X.astype(self.config.dtype)
-        check_array(X, name, shape=(None, self.config.input_size))
-        if X.shape[0] < 2:
-            raise ValueError(f"{name} must have at least 2 rows to train on, got {X.shape[0]}")
+        check_array(X, name, shape=(None, width))
+        if X.shape[0] < min_rows:
+            raise ValueError(f"{name} must have at least {min_rows} rows to train on, got {X.shape[0]}")
         return to_device(X, self.device)
 
     def _prepare_labels(self, labels: Any, n: int) -> Any:
@@ -233,7 +234,7 @@ class LatentDiffusion:
     ) -> LatentDiffusion:
         """Stage 1: train encoder and decoder on ``X`` [n, input_size]."""
         c = self.config
-        X = self._prepare(X)
+        X = self._prepare(X, min_rows=2)
         if self.vae_state.step == 0:
             self._fit_data_stats(X)
         Xs = self.standardize(X)
@@ -309,7 +310,7 @@ class LatentDiffusion:
     ) -> LatentDiffusion:
         """Stage 2: freeze the VAE, encode ``X`` once, train the denoiser on the scaled latents."""
         c = self.config
-        X = self._prepare(X)
+        X = self._prepare(X, min_rows=2)
         y = self._prepare_labels(labels, X.shape[0])
         if self.data_min is None:
             self._fit_data_stats(X)
@@ -385,24 +386,16 @@ class LatentDiffusion:
 
     def encode(self, X: Any) -> Any:
         """Scaled posterior means s * mu(x): the latents the denoiser works on, [n, latent]."""
-        X = self._prepare_any(X, "X", self.config.input_size)
+        X = self._prepare(X)
         mu, _ = self._encode_standardized(self.standardize(X))
         return mu * self.scale_factor
 
     def decode(self, z: Any) -> Any:
         """Latents [n, latent] (scaled, as from ``encode`` or ``sample``) -> data [n, input]."""
-        z = self._prepare_any(z, "z", self.config.latent_size)
+        z = self._prepare(z, "z", self.config.latent_size)
         x = self.decoder.forward(z * (1.0 / self.scale_factor))
         self.decoder._cache = None
         return self.unstandardize(x)
-
-    def _prepare_any(self, a: Any, name: str, width: int) -> Any:
-        if not hasattr(a, "dtype"):
-            a = np.asarray(a)
-        if a.dtype.kind == "f" and a.dtype != np.dtype(self.config.dtype):
-            a = a.astype(self.config.dtype)
-        check_array(a, name, shape=(None, width), dtype=self.config.dtype)
-        return to_device(a, self.device)
 
     def sample(
         self,
