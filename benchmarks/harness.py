@@ -19,7 +19,6 @@ Timing rules (see GUIDE.md, "Where the time goes"):
 from __future__ import annotations
 
 import ctypes
-import inspect
 import os
 import statistics
 import time
@@ -29,10 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from ldm_np.backend import default_rng, to_numpy
-from ldm_np.losses import kl_divergence, kl_divergence_backward, mse_loss
+from ldm_np.backend import default_rng
 from ldm_np.optim import Adam
-from ldm_np.vae import reparameterize_backward, reparameterize_with_noise
+from ldm_np.parallel import DataParallel
+from ldm_np.samplers import sample
+from ldm_np.training import denoiser_step, vae_step
 
 SETTLE_S = 0.15
 KL_WEIGHT = 1e-4
@@ -146,69 +146,8 @@ def synchronizer(xp: Any) -> Callable[[], None]:
 
 
 # --------------------------------------------------------------------------
-# The NumPy (or CuPy) training steps
+# The NumPy (or CuPy) training steps: the library's own
 # --------------------------------------------------------------------------
-
-
-def _find_q_sample() -> Callable[..., Any] | None:
-    try:
-        from ldm_np.diffusion import q_sample
-    except Exception:  # the module may not exist yet
-        return None
-    return q_sample
-
-
-def inline_q_sample(schedule: dict, z0: Any, t: Any, noise: Any) -> Any:
-    """z_t = sqrt(alphas_cumprod[t]) z0 + sqrt(1 - alphas_cumprod[t]) noise, all in the model dtype."""
-    a = schedule["sqrt_alphas_cumprod"][t][:, None]  # [batch, 1]
-    s = schedule["sqrt_one_minus_alphas_cumprod"][t][:, None]  # [batch, 1]
-    z_t = a * z0
-    z_t += s * noise
-    return z_t
-
-
-_Q_SAMPLE_NAMES = {
-    "schedule": ("schedule", "sched"),
-    "x0": ("x0", "x_0", "z0", "z_0", "x_start", "x"),
-    "t": ("t", "timesteps", "steps"),
-    "noise": ("noise", "eps", "epsilon"),
-}
-
-
-def choose_q_sample(schedule: dict, z0: Any, xp: Any) -> tuple[Callable[..., Any], str]:
-    """Use ``ldm_np.diffusion.q_sample`` if it exists and agrees with the formula, else the inline form.
-
-    The library function is called by keyword, its parameter names matched
-    against the usual spellings (``x0``/``x_start``, ``t``, ``noise``,
-    ``schedule``); its result must equal the inline formula.
-    """
-    q_sample = _find_q_sample()
-    if q_sample is None:
-        return inline_q_sample, "inline (ldm_np.diffusion.q_sample not found)"
-    try:
-        params = list(inspect.signature(q_sample).parameters)
-        keyword = {}
-        for role, spellings in _Q_SAMPLE_NAMES.items():
-            keyword[role] = next(p for p in params if p in spellings)
-
-        def library(schedule: dict, z0: Any, t: Any, noise: Any) -> Any:
-            out = q_sample(
-                **{keyword["schedule"]: schedule, keyword["x0"]: z0, keyword["t"]: t, keyword["noise"]: noise}
-            )
-            return out[0] if isinstance(out, tuple) else out
-
-        rng = default_rng(0, xp)
-        t = xp.asarray(np.arange(z0.shape[0]) % schedule["num_steps"])
-        noise = rng.standard_normal(z0.shape, dtype=z0.dtype)
-        got = library(schedule, z0, t, noise)
-        want = inline_q_sample(schedule, z0, t, noise)
-        if got.dtype == z0.dtype and np.allclose(to_numpy(got), to_numpy(want), rtol=1e-5, atol=1e-6):
-            return library, "ldm_np.diffusion.q_sample"
-        reason = "its result differs from the formula"
-    except Exception as exc:  # an unknown signature: fall back, and say why
-        reason = f"{type(exc).__name__}: {exc}"
-    return inline_q_sample, f"inline (ldm_np.diffusion.q_sample not used: {reason})"
-
 
 # Gradients the steps never compute: the time MLP's input is the fixed
 # sinusoidal embedding, so the denoiser skips that dx; the VAE step asks the
@@ -219,170 +158,90 @@ VAE_SKIP_DX: tuple[str, ...] = ("enc_dense_0",)  # Encoder.backward(..., input_g
 
 @dataclass
 class VAEStep:
-    """One VAE training step: encode, reparameterize, decode, MSE + KL, backward, Adam on both."""
+    """One VAE training step, ``ldm_np.training.vae_step``: encode, reparameterize, decode, loss, backward, Adam.
+
+    The loss is MSE + ``kl_weight`` * KL, as in the PyTorch reference: the
+    library's per-sample reconstruction term sum (x - x_hat)^2 / (2 recon_std^2)
+    is the batch MSE (a mean over features too) when recon_std^2 = input / 2.
+    """
 
     encoder: Any
     decoder: Any
     x: Any  # [batch, input] fixed data, already on the device
     rng: Any
+    parallel: DataParallel
     kl_weight: float = KL_WEIGHT
-    opt_enc: Adam = field(default_factory=Adam)
-    opt_dec: Adam = field(default_factory=Adam)
-
-    def __post_init__(self) -> None:
-        self._input_grad_flag = "input_grad" in inspect.signature(self.encoder.backward).parameters
+    opt: Adam = field(default_factory=Adam)
 
     def __call__(self) -> Any:
-        x = self.x
-        mu, log_var = self.encoder.forward(x)  # [batch, latent] each
-        eps = self.rng.standard_normal(mu.shape, dtype=mu.dtype)
-        z, c_rep = reparameterize_with_noise(mu, log_var, eps)
-        x_hat = self.decoder.forward(z)  # [batch, input]
-        rec, dx_hat = mse_loss(x_hat, x)
-        kl = kl_divergence(mu, log_var)
-        loss = rec + self.kl_weight * kl
-        dz = self.decoder.backward(dx_hat)
-        dmu, dlog_var = reparameterize_backward(dz, c_rep)
-        dmu_kl, dlog_var_kl = kl_divergence_backward(mu, log_var, self.kl_weight)
-        dmu += dmu_kl
-        dlog_var += dlog_var_kl
-        if self._input_grad_flag:
-            self.encoder.backward(dmu, dlog_var, input_grad=False)  # the data needs no gradient
-        else:  # an ldm_np from before Encoder.backward(..., input_grad=...)
-            self.encoder.backward(dmu, dlog_var)
-        self.opt_enc.step(self.encoder.params, self.encoder.grads)
-        self.opt_dec.step(self.decoder.params, self.decoder.grads)
-        return loss
+        eps = self.rng.standard_normal((self.x.shape[0], self.encoder.latent_size), dtype=self.x.dtype)
+        recon_std = (self.x.shape[1] / 2.0) ** 0.5
+        losses = vae_step(
+            self.encoder,
+            self.decoder,
+            self.opt,
+            self.x,
+            eps,
+            beta=self.kl_weight,
+            recon_std=recon_std,
+            parallel=self.parallel,
+        )
+        return losses["loss"]
 
 
 @dataclass
 class DenoiserStep:
-    """One denoiser training step: draw t and noise, q_sample, forward, MSE on the noise, backward, Adam."""
+    """One denoiser training step, ``ldm_np.training.denoiser_step``: draw t and noise, q_sample,
+    forward, MSE on the noise, backward, Adam (no clipping, no EMA, like the PyTorch reference)."""
 
     model: Any
     schedule: dict
     z0: Any  # [batch, latent] fixed clean latents on the device
     rng: Any
-    q_sample: Callable[..., Any] = inline_q_sample
+    parallel: DataParallel
     opt: Adam = field(default_factory=Adam)
 
     def __call__(self) -> Any:
         z0 = self.z0
-        batch = z0.shape[0]
-        t = self.rng.integers(0, self.schedule["num_steps"], size=batch)  # [batch]
+        t = self.rng.integers(0, self.schedule["num_steps"], size=z0.shape[0])  # [batch]
         noise = self.rng.standard_normal(z0.shape, dtype=z0.dtype)  # [batch, latent]
-        z_t = self.q_sample(self.schedule, z0, t, noise)
-        pred = self.model.forward(z_t, t)
-        loss, dpred = mse_loss(pred, noise)
-        self.model.backward(dpred)
-        self.opt.step(self.model.params, self.model.grads)
-        return loss
+        losses = denoiser_step(
+            self.model, self.opt, self.schedule, z0, t, noise, grad_clip=None, parallel=self.parallel
+        )
+        return losses["loss"]
 
 
 @dataclass
 class DenoiserForward:
-    """One sampling step's network cost: the denoiser's forward pass on a fixed batch."""
+    """One sampling step's network cost: the denoiser's forward pass on a fixed batch, split across the workers."""
 
-    model: Any
+    parallel: DataParallel
     z_t: Any
     t: Any
 
     def __call__(self) -> Any:
-        return self.model.forward(self.z_t, self.t)
-
-
-# --------------------------------------------------------------------------
-# Sampling: ldm_np.samplers.sample if it exists, else a plain loop
-# --------------------------------------------------------------------------
-
-
-def ddim_timesteps(num_steps: int, num_inference_steps: int) -> list[int]:
-    """Evenly spaced timesteps, high to low: T-1-k*(T//n) style "leading" spacing (DDIM, Song et al., 2021)."""
-    stride = max(num_steps // num_inference_steps, 1)
-    return list(range(0, num_steps, stride))[:num_inference_steps][::-1]
-
-
-def plain_sample_loop(
-    model: Any, schedule: dict, num_samples: int, sampler: str, steps: int, rng: Any
-) -> Any:
-    """The sampling loop without the library's sampler: ``steps`` denoiser forwards plus the update.
-
-    DDPM (Ho et al., 2020), every step from T-1 to 0:
-        x = (x - beta_t / sqrt(1 - ab_t) * eps) / sqrt(alpha_t) + sqrt(posterior_var_t) * noise
-    DDIM, eta = 0 (Song et al., 2021):
-        x0 = (x - sqrt(1 - ab_t) eps) / sqrt(ab_t);  x = sqrt(ab_prev) x0 + sqrt(1 - ab_prev) eps
-    """
-    xp = model.xp
-    dtype = model.dtype
-    host = {k: to_numpy(schedule[k]).astype(np.float64) for k in ("betas", "alphas", "alphas_cumprod")}
-    post_var = to_numpy(schedule["posterior_variance"]).astype(np.float64)
-    x = rng.standard_normal((num_samples, model.latent_size), dtype=dtype)
-    if sampler == "ddpm":
-        for t in range(schedule["num_steps"] - 1, -1, -1):
-            tt = xp.full(num_samples, t, dtype=xp.int64)
-            eps = model.forward(x, tt)
-            ab = host["alphas_cumprod"][t]
-            x -= float(host["betas"][t] / np.sqrt(1.0 - ab)) * eps
-            x *= float(1.0 / np.sqrt(host["alphas"][t]))
-            if t > 0:
-                x += float(np.sqrt(post_var[t])) * rng.standard_normal(x.shape, dtype=dtype)
-        return x
-    ts = ddim_timesteps(schedule["num_steps"], steps)
-    for i, t in enumerate(ts):
-        tt = xp.full(num_samples, t, dtype=xp.int64)
-        eps = model.forward(x, tt)
-        ab = host["alphas_cumprod"][t]
-        ab_prev = host["alphas_cumprod"][ts[i + 1]] if i + 1 < len(ts) else 1.0
-        x0 = x - float(np.sqrt(1.0 - ab)) * eps
-        x0 *= float(1.0 / np.sqrt(ab))
-        x = x0 * float(np.sqrt(ab_prev))
-        x += float(np.sqrt(1.0 - ab_prev)) * eps
-    return x
-
-
-def find_sampler() -> Callable[..., Any] | None:
-    try:
-        from ldm_np.samplers import sample
-    except Exception:  # written by someone else, may not exist yet
-        return None
-    return sample
+        return self.parallel.forward(self.z_t, self.t)
 
 
 def make_sampling_call(
-    model: Any, schedule: dict, num_samples: int, sampler: str, steps: int, seed: int
-) -> tuple[Callable[[], Any], str]:
-    """A no-argument callable that draws ``num_samples`` samples, and a note saying which code it runs."""
+    parallel: DataParallel, schedule: dict, num_samples: int, sampler: str, steps: int, seed: int
+) -> Callable[[], Any]:
+    """A no-argument callable that draws ``num_samples`` latents with ``ldm_np.samplers.sample``."""
+    model = parallel.models[0]
     xp = model.xp
-    sample = find_sampler()
-    if sample is not None:
 
-        def library(n: int = num_samples, steps: int = steps) -> Any:
-            rng = default_rng(seed, xp)
-            return sample(
-                model,
-                schedule,
-                n,
-                sampler=sampler,
-                num_inference_steps=steps,
-                rng=rng,
-                shape=model.latent_size,
-            )
+    def draw() -> Any:
+        return sample(
+            parallel.forward,
+            schedule,
+            num_samples,
+            sampler=sampler,
+            num_inference_steps=steps,
+            rng=default_rng(seed, xp),
+            shape=model.latent_size,
+        )
 
-        try:
-            out = library(2, min(steps, 2)) if sampler == "ddim" else None
-            if sampler == "ddpm" or out is not None:
-                return library, "ldm_np.samplers.sample"
-        except Exception as exc:  # fall back, and say why
-            reason = f"ldm_np.samplers.sample failed ({type(exc).__name__}: {exc})"
-        else:
-            reason = "ldm_np.samplers.sample returned None"
-    else:
-        reason = "ldm_np.samplers not found"
-
-    def plain() -> Any:
-        return plain_sample_loop(model, schedule, num_samples, sampler, steps, default_rng(seed, xp))
-
-    return plain, f"plain loop of denoiser forwards ({reason})"
+    return draw
 
 
 # --------------------------------------------------------------------------

@@ -341,8 +341,7 @@ def inpaint(
     known_std = model.standardize(to_device(known, model.device)) * to_device(mask, model.device)
     mask_d = to_device(mask, model.device)
 
-    denoiser = model.ema_denoiser if use_ema else model.denoiser
-    base = model._model_fn(denoiser, labels, guidance_scale, n)
+    base = model._model_fn(use_ema, labels, guidance_scale, n)
     fn = reconstruction_guidance_fn(
         base,
         model.decoder,
@@ -363,7 +362,6 @@ def inpaint(
         rng=default_rng(seed, xp),
         shape=c.latent_size,
     )
-    denoiser._cache = None
     x = model.decode(z0)
     return (x, z0) if return_latents else x
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .module import ParamTree, iter_params
+from .parallel import parallel_map
 from .validation import check_float
 
 # The update makes 13 passes over each parameter's arrays (p, g, m, v and a
@@ -80,7 +81,7 @@ class Adam:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(lr={self.lr}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}, t={self.t})"
 
-    def step(self, params: ParamTree, grads: ParamTree) -> None:
+    def step(self, params: ParamTree, grads: ParamTree, *, workers: int = 1) -> None:
         """Update every array of ``params`` in place from ``grads`` (same structure).
 
         One step of the update in the class docstring, for every parameter
@@ -91,6 +92,10 @@ class Adam:
         (``self.decoupled``) shrink p by (1 - lr * weight_decay) before the
         update and leave g alone, for Adam add weight_decay * p to g. Change p
         in place: the arrays in ``params`` are the model's own.
+
+        Each parameter's update is independent of the others', so with
+        ``workers`` > 1 the parameters are shared out among that many threads
+        (``ldm_np.parallel``); the numbers are the same.
         """
         ### BEGIN SOLUTION adam_step
         self.t += 1
@@ -99,7 +104,9 @@ class Adam:
         bias2 = 1.0 - b2**self.t
         step_size = self.lr / bias1
         sqrt_bias2 = math.sqrt(bias2)
-        for layer, name, p in iter_params(params):
+
+        def update_one(item: tuple[str, str, Any]) -> None:
+            layer, name, p = item
             g = grads[layer][name]
             key = f"{layer}.{name}"
             xp = get_array_module(p)
@@ -131,6 +138,8 @@ class Adam:
                 update = xp.divide(m_, denom, out=w)
                 update *= step_size
                 p_ -= update  # p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+        parallel_map(update_one, list(iter_params(params)), workers)
         ### END SOLUTION
 
     def state_arrays(self) -> dict[str, Any]:
@@ -175,26 +184,31 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
 
-def global_grad_norm(grads: ParamTree) -> Any:
+def global_grad_norm(grads: ParamTree, *, workers: int = 1) -> Any:
     """sqrt(sum of squares of every gradient entry), as a 0-d array (no host sync)."""
-    total = None
-    for _, _, g in iter_params(grads):
-        sq = (g * g).sum()
-        total = sq if total is None else total + sq
+
+    parts = parallel_map(lambda g: (g * g).sum(), [g for _, _, g in iter_params(grads)], workers)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
     return total**0.5
 
 
-def clip_grad_norm(grads: ParamTree, max_norm: float) -> Any:
+def clip_grad_norm(grads: ParamTree, max_norm: float, *, workers: int = 1) -> Any:
     """Scale all gradients in place so their global norm is at most ``max_norm``.
 
     scale = min(1, max_norm / (norm + 1e-6)), as in ``torch.nn.utils.clip_grad_norm_``.
     Returns the norm before clipping (a 0-d array). The scale is computed on the
-    device, so this never waits for the GPU.
+    device, so this never waits for the GPU. ``workers`` threads share the
+    arrays out (``ldm_np.parallel``).
     """
     max_norm = check_float(max_norm, "max_norm", low=0.0, low_open=True)
-    norm = global_grad_norm(grads)
+    norm = global_grad_norm(grads, workers=workers)
     xp = get_array_module(norm)
     scale = xp.minimum(max_norm / (norm + 1e-6), 1.0).astype(norm.dtype)
-    for _, _, g in iter_params(grads):
+
+    def rescale(g: Any) -> None:
         g *= scale
+
+    parallel_map(rescale, [g for _, _, g in iter_params(grads)], workers)
     return norm

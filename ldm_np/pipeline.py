@@ -31,6 +31,7 @@ from .diffusion import PREDICTION_TYPES
 from .losses import kl_per_dimension
 from .models import build_decoder, build_denoiser, build_encoder
 from .optim import Adam
+from .parallel import DataParallel
 from .samplers import sample as run_sampler
 from .schedules import KINDS, make_schedule
 from .training import (
@@ -83,6 +84,9 @@ class LDMConfig:
     grad_clip: float = 1.0
     min_snr_gamma: float | None = None
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
+    # CPU threads each batch is split across (data parallelism, ldm_np.parallel); None: one per core.
+    # A GPU always uses one. Results differ only by float rounding from one worker count to another.
+    workers: int | None = None
 
     def validate(self) -> LDMConfig:
         """Check every field; raise ValueError/TypeError naming the bad one."""
@@ -93,6 +97,8 @@ class LDMConfig:
         check_int(self.num_layers, "num_layers", minimum=0)
         check_int(self.warmup_steps, "warmup_steps", minimum=0)
         check_int(self.seed, "seed", minimum=0)
+        if self.workers is not None:
+            check_int(self.workers, "workers", minimum=1)
         if self.num_classes is not None:
             check_int(self.num_classes, "num_classes", minimum=1)
         if self.schedule not in KINDS:
@@ -138,6 +144,10 @@ class LatentDiffusion:
         # The EMA weights wear a Denoiser of their own, sharing the shadow arrays.
         self.ema_denoiser = self._new_denoiser(seed=c.seed + 2)
         self.ema_denoiser.params = self.ema.shadow
+        # Replicas for data parallelism: each worker trains (or samples) on a shard of the batch.
+        self.vae_parallel = DataParallel([self.encoder, self.decoder], c.workers)
+        self.denoiser_parallel = DataParallel([self.denoiser], c.workers)
+        self.ema_parallel = DataParallel([self.ema_denoiser], c.workers)
         self.vae_state = LoopState()
         self.denoiser_state = LoopState()
         self.scale_factor = 1.0
@@ -254,6 +264,7 @@ class LatentDiffusion:
                 eps,
                 beta=c.kl_weight,
                 recon_std=c.recon_std,
+                parallel=self.vae_parallel,
             )
 
         self._run(
@@ -344,6 +355,7 @@ class LatentDiffusion:
                 prediction_type=c.prediction_type,
                 min_snr_gamma=c.min_snr_gamma,
                 grad_clip=c.grad_clip,
+                parallel=self.denoiser_parallel,
             )
 
         self._run(
@@ -424,7 +436,7 @@ class LatentDiffusion:
         """
         num_samples = check_int(num_samples, "num_samples")
         model = self.ema_denoiser if use_ema else self.denoiser
-        fn = self._model_fn(model, labels, guidance_scale, num_samples, guidance_rescale)
+        fn = self._model_fn(use_ema, labels, guidance_scale, num_samples, guidance_rescale)
         rng = default_rng(seed, self.xp)
         out = run_sampler(
             fn,
@@ -449,9 +461,12 @@ class LatentDiffusion:
         return result
 
     def _model_fn(
-        self, model: Denoiser, labels: Any, guidance_scale: float, n: int, guidance_rescale: float = 0.0
+        self, use_ema: bool, labels: Any, guidance_scale: float, n: int, guidance_rescale: float = 0.0
     ) -> Any:
+        """The sampler's model callable (z_t, t) -> output: the (EMA) denoiser, its batch split
+        across the workers (``DataParallel``), with the null label or guidance where asked."""
         c = self.config
+        model = self.ema_parallel if use_ema else self.denoiser_parallel
         if labels is None and (guidance_scale != 1.0 or guidance_rescale != 0.0):
             raise ValueError(
                 f"guidance_scale={guidance_scale} / guidance_rescale={guidance_rescale} need labels "

@@ -28,6 +28,7 @@ from .diffusion import diffusion_loss, q_sample
 from .losses import kl_divergence, kl_divergence_backward, mse_loss
 from .module import ParamTree, iter_params
 from .optim import Adam, clip_grad_norm
+from .parallel import DataParallel, parallel_map
 from .vae import (
     Decoder,
     Encoder,
@@ -89,18 +90,61 @@ class EMA:
         n = self.num_updates
         return min(self.decay, (1.0 + n) / (10.0 + n))
 
-    def update(self, params: ParamTree) -> None:
+    def update(self, params: ParamTree, *, workers: int = 1) -> None:
+        """One update of every shadow array; ``workers`` threads share the parameters out."""
         d = self.current_decay()
-        for layer, name, p in iter_params(params):
+
+        def update_one(item: tuple[str, str, Any]) -> None:
+            layer, name, p = item
             s = self.shadow[layer][name]
             # s = d s + (1 - d) p, written as one in-place update
             s -= (1.0 - d) * (s - p)
+
+        parallel_map(update_one, list(iter_params(params)), workers)
         self.num_updates += 1
 
 
 # --------------------------------------------------------------------------
 # Stage 1: the VAE
 # --------------------------------------------------------------------------
+
+
+def vae_forward_backward(
+    encoder: Encoder,
+    decoder: Decoder,
+    x: Any,
+    eps: Any,
+    *,
+    beta: float = 1.0,
+    recon_std: float = 0.1,
+    weight: float = 1.0,
+) -> dict[str, Any]:
+    """The VAE loss of a batch ``x`` [batch, input] with noise ``eps`` [batch, latent], and its gradients.
+
+    Fills ``encoder.grads`` and ``decoder.grads`` with the gradients of
+    ``weight * loss`` and returns ``weight *`` each loss (0-d device arrays).
+    The loss is the one in ``vae_step``; ``weight`` is a shard's share of
+    the batch under data parallelism, 1 otherwise.
+    """
+    mu, log_var_raw = encoder.forward(x)  # [batch, latent] each
+    log_var, inside = clamp_log_var_forward(log_var_raw)
+    z, rep_cache = reparameterize_with_noise(mu, log_var, eps)
+    x_hat = decoder.forward(z)  # [batch, input]
+
+    # mse_loss averages over batch * features; rescale to the per-sample sum / (2 sigma^2).
+    mse, dx_hat = mse_loss(x_hat, x)
+    scale = x.shape[1] / (2.0 * recon_std**2)
+    recon = mse * scale
+    dx_hat *= scale * weight
+    kl = kl_divergence(mu, log_var)
+    dmu_kl, dlog_var_kl = kl_divergence_backward(mu, log_var, beta * weight)
+
+    dz = decoder.backward(dx_hat)
+    dmu, dlog_var = reparameterize_backward(dz, rep_cache)
+    dmu = dmu + dmu_kl
+    dlog_var = clamp_log_var_backward(dlog_var + dlog_var_kl, inside)
+    encoder.backward(dmu, dlog_var, input_grad=False)  # the data need no gradient
+    return {"loss": (recon + beta * kl) * weight, "recon": recon * weight, "kl": kl * weight}
 
 
 def vae_step(
@@ -113,6 +157,7 @@ def vae_step(
     beta: float = 1.0,
     recon_std: float = 0.1,
     grad_clip: float | None = None,
+    parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """One VAE training step on a batch ``x`` [batch, input] with noise ``eps`` [batch, latent].
 
@@ -125,37 +170,74 @@ def vae_step(
     N(x; x_hat, recon_std^2 I), up to a constant: the units are nats per
     sample. A smaller ``recon_std`` (or beta < 1) trades prior match for
     sharper reconstructions. Returns the losses as 0-d device arrays.
+
+    ``parallel``, a ``DataParallel([encoder, decoder])``, splits the batch
+    among its workers (``ldm_np.parallel``): the same step up to float rounding.
     """
-    mu, log_var_raw = encoder.forward(x)  # [batch, latent] each
-    log_var, inside = clamp_log_var_forward(log_var_raw)
-    z, rep_cache = reparameterize_with_noise(mu, log_var, eps)
-    x_hat = decoder.forward(z)  # [batch, input]
-
-    # mse_loss averages over batch * features; rescale to the per-sample sum / (2 sigma^2).
-    mse, dx_hat = mse_loss(x_hat, x)
-    scale = x.shape[1] / (2.0 * recon_std**2)
-    recon = mse * scale
-    dx_hat *= scale
-    kl = kl_divergence(mu, log_var)
-    dmu_kl, dlog_var_kl = kl_divergence_backward(mu, log_var, beta)
-
-    dz = decoder.backward(dx_hat)
-    dmu, dlog_var = reparameterize_backward(dz, rep_cache)
-    dmu = dmu + dmu_kl
-    dlog_var = clamp_log_var_backward(dlog_var + dlog_var_kl, inside)
-    encoder.backward(dmu, dlog_var, input_grad=False)  # the data need no gradient
-
+    kwargs = {"beta": beta, "recon_std": recon_std}
+    if parallel is None:
+        losses = vae_forward_backward(encoder, decoder, x, eps, **kwargs)
+    else:
+        _check_parallel(parallel, [encoder, decoder])
+        shards = parallel.run(
+            lambda models, x, eps, weight: vae_forward_backward(*models, x, eps, weight=weight, **kwargs),
+            x,
+            eps,
+        )
+        parallel.reduce_grads()
+        losses = {name: sum(s[name] for s in shards) for name in shards[0]}
+    workers = 1 if parallel is None else parallel.workers
     params = {**encoder.params, **decoder.params}
     grads = {**encoder.grads, **decoder.grads}
     if grad_clip is not None:
-        clip_grad_norm(grads, grad_clip)
-    optimizer.step(params, grads)
-    return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+        clip_grad_norm(grads, grad_clip, workers=workers)
+    optimizer.step(params, grads, workers=workers)
+    return losses
+
+
+def _check_parallel(parallel: Any, models: list[Any]) -> None:
+    if not isinstance(parallel, DataParallel):
+        raise TypeError(f"parallel must be a DataParallel, got {type(parallel).__name__}")
+    if len(parallel.models) != len(models) or any(
+        a is not b for a, b in zip(parallel.models, models, strict=False)
+    ):
+        names = ", ".join(type(m).__name__ for m in models)
+        raise ValueError(
+            f"parallel must wrap the models being trained ({names}), in that order; got {parallel!r}"
+        )
 
 
 # --------------------------------------------------------------------------
 # Stage 2: the denoiser
 # --------------------------------------------------------------------------
+
+
+def denoiser_forward_backward(
+    denoiser: Any,
+    schedule: dict[str, Any],
+    z0: Any,
+    t: Any,
+    noise: Any,
+    labels: Any = None,
+    *,
+    prediction_type: str = "epsilon",
+    min_snr_gamma: float | None = None,
+    weight: float = 1.0,
+) -> Any:
+    """The diffusion loss of a batch of clean latents ``z0`` [batch, latent], and its gradients.
+
+    Fills ``denoiser.grads`` with the gradients of ``weight * loss`` and
+    returns ``weight * loss`` (a 0-d device array); see ``denoiser_step``.
+    """
+    z_t = q_sample(schedule, z0, t, noise)
+    out = denoiser.forward(z_t, t, labels) if labels is not None else denoiser.forward(z_t, t)
+    loss, dout = diffusion_loss(
+        schedule, out, z0, noise, t, prediction_type=prediction_type, min_snr_gamma=min_snr_gamma
+    )
+    if weight != 1.0:
+        dout *= weight
+    denoiser.backward(dout)
+    return loss * weight
 
 
 def denoiser_step(
@@ -171,24 +253,39 @@ def denoiser_step(
     prediction_type: str = "epsilon",
     min_snr_gamma: float | None = None,
     grad_clip: float | None = 1.0,
+    parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """One denoiser training step on clean latents ``z0`` [batch, latent].
 
     z_t = sqrt(ab_t) z0 + sqrt(1 - ab_t) noise; the denoiser predicts the
     target of ``prediction_type`` from (z_t, t); the loss is its (optionally
     min-SNR weighted) mean squared error. The VAE is not touched.
+
+    ``parallel``, a ``DataParallel([denoiser])``, splits the batch among its
+    workers (``ldm_np.parallel``): the same step up to float rounding.
     """
-    z_t = q_sample(schedule, z0, t, noise)
-    out = denoiser.forward(z_t, t, labels) if labels is not None else denoiser.forward(z_t, t)
-    loss, dout = diffusion_loss(
-        schedule, out, z0, noise, t, prediction_type=prediction_type, min_snr_gamma=min_snr_gamma
-    )
-    denoiser.backward(dout)
+    kwargs = {"prediction_type": prediction_type, "min_snr_gamma": min_snr_gamma}
+    if parallel is None:
+        loss = denoiser_forward_backward(denoiser, schedule, z0, t, noise, labels, **kwargs)
+    else:
+        _check_parallel(parallel, [denoiser])
+        shards = parallel.run(
+            lambda models, *batch: denoiser_forward_backward(
+                models[0], schedule, *batch[:-1], weight=batch[-1], **kwargs
+            ),
+            z0,
+            t,
+            noise,
+            labels,
+        )
+        parallel.reduce_grads()
+        loss = sum(shards)
+    workers = 1 if parallel is None else parallel.workers
     if grad_clip is not None:
-        clip_grad_norm(denoiser.grads, grad_clip)
-    optimizer.step(denoiser.params, denoiser.grads)
+        clip_grad_norm(denoiser.grads, grad_clip, workers=workers)
+    optimizer.step(denoiser.params, denoiser.grads, workers=workers)
     if ema is not None:
-        ema.update(denoiser.params)
+        ema.update(denoiser.params, workers=workers)
     return {"loss": loss}
 
 

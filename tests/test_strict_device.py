@@ -242,7 +242,7 @@ def test_the_guard_catches_a_python_if_on_a_device_value_in_a_step(monkeypatch):
     """A planted bug: gradient clipping that decides on the host whether to clip."""
     import ldm_np.training as training
 
-    def clip_with_a_python_if(grads, max_norm):
+    def clip_with_a_python_if(grads, max_norm, **_):
         norm = global_grad_norm(grads)
         if norm > max_norm:  # waits for the GPU at every step
             for group in grads.values():
