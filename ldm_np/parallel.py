@@ -121,9 +121,16 @@ def blas_threads(limit: int) -> Iterator[None]:
         yield
 
 
-def shard_slices(batch: int, workers: int) -> list[slice]:
-    """Contiguous, nearly equal slices of ``range(batch)``: at most ``workers``, none empty."""
-    n = max(1, min(workers, batch))
+# Below this many rows per shard, handing work to threads costs more than it
+# saves (measured with benchmarks/run.py: the VAE step at batch 256 was 1.2x
+# slower in two shards of 128 than in one piece on 2 cores).
+MIN_SHARD_ROWS = 256
+
+
+def shard_slices(batch: int, workers: int, min_rows: int = MIN_SHARD_ROWS) -> list[slice]:
+    """Contiguous, nearly equal slices of ``range(batch)``: at most ``workers``, each of at least
+    ``min_rows`` rows (one slice, the whole batch, when the batch is too small to split)."""
+    n = max(1, min(workers, batch // max(min_rows, 1)))
     bounds = [batch * i // n for i in range(n + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
@@ -132,10 +139,13 @@ class DataParallel:
     """One or more models (say encoder and decoder) with a replica set per extra worker.
 
     ``replicas[0]`` are the models themselves; ``replicas[k]`` for k >= 1 share
-    their parameters and keep their own caches and gradients.
+    their parameters and keep their own caches and gradients. A batch is cut
+    into at most ``workers`` shards of at least ``min_shard_rows`` rows each.
     """
 
-    def __init__(self, models: Sequence[Module], workers: int | None = None) -> None:
+    def __init__(
+        self, models: Sequence[Module], workers: int | None = None, *, min_shard_rows: int = MIN_SHARD_ROWS
+    ) -> None:
         if not models or not all(isinstance(m, Module) for m in models):
             raise TypeError("DataParallel needs a non-empty sequence of models (Encoder, Decoder, Denoiser)")
         self.models = list(models)
@@ -143,6 +153,7 @@ class DataParallel:
         if self.models[0].xp is not np:
             workers = 1  # one device, one stream of kernels: see the module docstring
         self.workers = workers
+        self.min_shard_rows = check_int(min_shard_rows, "min_shard_rows")
         self.replicas = [self.models] + [[m.replica() for m in self.models] for _ in range(workers - 1)]
         self.last_shards = 1  # how many replica sets the last ``run`` used
 
@@ -162,7 +173,7 @@ class DataParallel:
         if not any(batched):
             raise ValueError("DataParallel.run needs at least one array with a batch axis")
         batch = next(a for a, b in zip(arrays, batched, strict=True) if b).shape[0]
-        slices = shard_slices(batch, self.workers)
+        slices = shard_slices(batch, self.workers, self.min_shard_rows)
 
         def one(k: int) -> Any:
             shard = [a[slices[k]] if b else a for a, b in zip(arrays, batched, strict=True)]
