@@ -136,7 +136,7 @@ class Denoiser(Module):
             if labels is None:
                 labels = xp.full(z_t.shape[0], self.null_label, dtype=xp.int64)
             lab, c_lab = label_embedding_forward(labels, p["label_embed"]["table"])
-            temb += lab
+            temb = temb + lab  # not in place: temb is in SiLU's cache
         h, c_z = dense_forward(z_t, **p["z_proj"])  # [batch, hidden]
         h += temb
         blocks = []

@@ -154,8 +154,11 @@ def sigmoid(x: Any, out: Any = None) -> Any:
 def silu_forward(x: Any) -> tuple[Any, Any]:
     """SiLU (swish): y = x * sigma(x). Shape-preserving.
 
-    Keeps sigma(x) for the backward pass. Computed block by block of rows
-    (see ``row_blocks``); the numbers are those of ``s = sigmoid(x); y = x * s``.
+    The cache is (y, sigma(x)): the backward needs nothing else (see
+    ``silu_backward``), and y is kept anyway as the next layer's input.
+    So y must not be changed in place before the backward pass.
+    Computed block by block of rows (see ``row_blocks``); the numbers are
+    those of ``s = sigmoid(x); y = x * s``.
     """
     xp = get_array_module(x)
     s = xp.empty_like(x)  # sigma(x)
@@ -163,7 +166,7 @@ def silu_forward(x: Any) -> tuple[Any, Any]:
     for rows in row_blocks(x):
         sigmoid(x[rows], out=s[rows])
         xp.multiply(x[rows], s[rows], out=y[rows])
-    return y, (x, s)
+    return y, (y, s)
 
 
 def silu_backward(dy: Any, cache: Any) -> Any:
@@ -171,24 +174,22 @@ def silu_backward(dy: Any, cache: Any) -> Any:
 
     From d/dx [x sigma(x)] = sigma(x) + x sigma(x)(1 - sigma(x)).
 
-    With s = sigma(x) from the cache, the plain form is
+    The cache holds y = x * sigma(x) and s = sigma(x), so x s = y and
 
-        dx = dy * s * (1.0 + x * (1.0 - s))
+        dx = dy * (s + y * (1 - s))
 
-    Here it is evaluated inside out, each step in place in the output (one
-    allocation instead of five temporaries), block by block of rows (see
-    ``row_blocks``): the same expression with its factors multiplied in
-    another order, equal up to rounding.
+    the same number with one multiplication fewer. It is evaluated inside
+    out, each step in place in the output (one allocation, no temporaries),
+    block by block of rows (see ``row_blocks``).
     """
     ### BEGIN SOLUTION silu_backward
-    x, s = cache
+    y, s = cache
     xp = get_array_module(dy)
     dx = xp.empty_like(dy)
     for rows in row_blocks(dy):
         d = xp.subtract(1.0, s[rows], out=dx[rows])  # 1 - s
-        d *= x[rows]  # x (1 - s)
-        d += 1.0  # 1 + x (1 - s)
-        d *= s[rows]  # s (1 + x (1 - s))
+        d *= y[rows]  # y (1 - s)
+        d += s[rows]  # s + y (1 - s) = s (1 + x (1 - s))
         d *= dy[rows]
     return dx
     ### END SOLUTION

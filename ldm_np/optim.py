@@ -17,7 +17,7 @@ from .module import ParamTree, iter_params
 from .parallel import parallel_map
 from .validation import check_float
 
-# The update makes 13 passes over each parameter's arrays (p, g, m, v and a
+# The update makes 12 passes over each parameter's arrays (p, g, m, v and a
 # work array). Done in chunks of this many entries (256 KiB in float32), the
 # five chunks stay in the L2 cache between passes: about 20% faster on the CPU
 # than whole-array passes for the denoiser's 1 MiB kernels.
@@ -102,8 +102,9 @@ class Adam:
         b1, b2 = self.betas
         bias1 = 1.0 - b1**self.t
         bias2 = 1.0 - b2**self.t
-        step_size = self.lr / bias1
         sqrt_bias2 = math.sqrt(bias2)
+        step_scaled = self.lr / bias1 * sqrt_bias2
+        eps_scaled = self.eps * sqrt_bias2
 
         def update_one(item: tuple[str, str, Any]) -> None:
             layer, name, p = item
@@ -132,11 +133,12 @@ class Adam:
                 w = xp.multiply(g_, g_, out=w)
                 w *= 1.0 - b2
                 v_ += w  # v = b2 v + (1 - b2) g^2
+                # lr m_hat / (sqrt(v_hat) + eps), with sqrt(1 - b2^t) moved from the
+                # denominator into the step size: one pass fewer, the same number.
                 denom = xp.sqrt(v_, out=w)
-                denom /= sqrt_bias2
-                denom += self.eps  # sqrt(v / (1 - b2^t)) + eps = sqrt(v_hat) + eps
+                denom += eps_scaled  # sqrt(v) + eps sqrt(1 - b2^t)
                 update = xp.divide(m_, denom, out=w)
-                update *= step_size
+                update *= step_scaled
                 p_ -= update  # p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
         parallel_map(update_one, list(iter_params(params)), workers)

@@ -39,6 +39,7 @@ from ldm_np.layers import (
 )
 from ldm_np.losses import kl_divergence, kl_divergence_backward, kl_per_dimension, mse_loss
 from ldm_np.optim import Adam, AdamW, clip_grad_norm, global_grad_norm
+from ldm_np.parallel import DataParallel
 from ldm_np.schedules import make_schedule
 from ldm_np.vae import (
     Decoder,
@@ -206,13 +207,28 @@ def test_diffusion_q_sample_keeps_float32(rng):
 def test_benchmark_steps_keep_float32(rng):
     harness = pytest.importorskip("benchmarks.harness")
     enc, dec = Encoder(12, 3, 32, seed=0), Decoder(12, 3, 32, seed=1)
-    vae = harness.VAEStep(enc, dec, rng.random((8, 12)).astype(np.float32), np.random.default_rng(0))
     den = Denoiser(4, 32, 1, 1000, seed=2)
-    step = harness.DenoiserStep(den, make_schedule(1000), f32(rng, 8, 4), np.random.default_rng(1))
+    # Two shards each, so the sharded path (reduction of the gradients included) is what is checked.
+    vae = harness.VAEStep(
+        enc,
+        dec,
+        rng.random((8, 12)).astype(np.float32),
+        np.random.default_rng(0),
+        DataParallel([enc, dec], 2, min_shard_rows=1),
+    )
+    step = harness.DenoiserStep(
+        den,
+        make_schedule(1000),
+        f32(rng, 8, 4),
+        np.random.default_rng(1),
+        DataParallel([den], 2, min_shard_rows=1),
+    )
     for _ in range(2):
         assert_f32(vae(), step())
     assert_f32(enc.params, dec.params, enc.grads, dec.grads, den.params, den.grads)
-    for opt in (vae.opt_enc, vae.opt_dec, step.opt):
+    for replica in (*vae.parallel.replicas[1], step.parallel.replicas[1][0]):
+        assert_f32(replica.grads)
+    for opt in (vae.opt, step.opt):
         assert_f32(opt.state_arrays(), opt._scratch)
 
 
