@@ -51,6 +51,7 @@ from ldm_np.layers import (
     silu_forward,
 )
 from ldm_np.optim import Adam, clip_grad_norm
+from ldm_np.parallel import DataParallel
 from ldm_np.schedules import make_schedule
 from ldm_np.training import EMA, denoiser_step
 
@@ -336,9 +337,10 @@ show(fig, TUTORIAL, "where_the_time_goes")
 #   about 70-90% at batch 1,024.
 # - **Elementwise work is the rest of the bill.** SiLU, LayerNorm, bias and
 #   residual adds run single-threaded in NumPy, one pass over memory per
-#   operation; a careful NumPy step lands within 5-10% of PyTorch eager for
-#   exactly this reason (what separates them is this elementwise work), and
-#   `torch.compile` gains little because the step is matmul-bound.
+#   operation, while PyTorch fuses each of them into one multi-threaded
+#   kernel. This, and not the matrix products, is most of what separates a
+#   careful NumPy step from PyTorch eager (the README's benchmark table has
+#   the ratios, and how close the matrix products alone come).
 # - **On a GPU the picture flips at small batches**: each elementwise op is
 #   a kernel launch, so a step of many small kernels is launch-bound; fusing
 #   the SiLU and LayerNorm chains (`cupy.fuse`, `ElementwiseKernel`) is the
@@ -352,6 +354,72 @@ show(fig, TUTORIAL, "where_the_time_goes")
 #
 # (When NumPy and PyTorch run in one process, let OpenBLAS's spinning worker
 # threads settle between them; the benchmark does.)
+#
+# ### Using the second core: data parallelism
+#
+# While NumPy does elementwise work, the second core has nothing to do.
+# `ldm_np.parallel` puts it to work the way multi-GPU training uses several
+# GPUs, with threads for devices:
+#
+#     split the batch into one shard per worker
+#     each worker: forward + backward of its shard, on a replica of the model
+#                  (the same parameter arrays, its own cache and gradients)
+#     sum the replicas' gradients ("all-reduce"), then one Adam step
+#
+# Each shard's loss is weighted by its share of the batch, so the summed
+# gradient is the whole batch's. The step function is the same
+# `denoiser_step`, given a `DataParallel` of the model; below, the same step
+# with one worker and with two, from the same weights.
+
+# %%
+B_DP = pick(1024, 128)
+shard_rows = pick(256, 32)  # below this many rows per shard, splitting does not pay
+z0_dp = np.random.default_rng(5).standard_normal((B_DP, LATENT)).astype(np.float32)  # [B, latent]
+t_dp = np.random.default_rng(6).integers(0, 1000, size=B_DP)  # [B]
+noise_dp = np.random.default_rng(7).standard_normal((B_DP, LATENT)).astype(np.float32)  # [B, latent]
+setups, dp_losses, dp_grads = {}, {}, {}
+for workers in (1, 2):
+    den_w = Denoiser(LATENT, HIDDEN, LAYERS, 1000, seed=0)
+    parallel = DataParallel([den_w], workers, min_shard_rows=shard_rows)
+    setups[workers] = (den_w, Adam(lr=1e-3), parallel)
+    out = denoiser_step(
+        den_w, setups[workers][1], schedule, z0_dp, t_dp, noise_dp, grad_clip=None, parallel=parallel
+    )
+    dp_losses[workers] = float(out["loss"])
+    dp_grads[workers] = copy.deepcopy(den_w.grads)  # of the first step, from the same weights
+
+# Timed in alternating rounds, so that a slow moment of the machine hits both alike. Before
+# each timed step: a pause and one untimed step, because after a multi-threaded matrix product
+# OpenBLAS's idle worker thread spins on the second core for a moment, which would slow the
+# two-worker step down (a training loop never switches like this).
+dp_rounds = {1: [], 2: []}
+for _ in range(REPEATS):
+    for workers, (den_w, opt_w, parallel) in setups.items():
+        time.sleep(0.15)
+        denoiser_step(den_w, opt_w, schedule, z0_dp, t_dp, noise_dp, grad_clip=None, parallel=parallel)
+        start = time.perf_counter()
+        denoiser_step(den_w, opt_w, schedule, z0_dp, t_dp, noise_dp, grad_clip=None, parallel=parallel)
+        dp_rounds[workers].append(time.perf_counter() - start)
+dp_times = {workers: float(np.median(times)) for workers, times in dp_rounds.items()}
+for workers, sec in dp_times.items():
+    print(f"{workers} worker(s), batch {B_DP}: {1e3 * sec:.1f} ms per step (median of {REPEATS})")
+print(f"speed-up from the second core: {dp_times[1] / dp_times[2]:.2f}x")
+
+fig, ax = plt.subplots(figsize=(6, 1.8), layout="constrained")
+ax.barh([1, 0], [1e3 * dp_times[1], 1e3 * dp_times[2]], color=["0.6", "tab:blue"])
+ax.set_yticks([1, 0], ["1 worker\n(BLAS threads only)", "2 workers\n(data parallel)"])
+ax.set_xlabel(f"ms per denoiser training step, batch {B_DP}")
+ax.grid(False)
+show(fig, TUTORIAL, "data_parallel")
+
+# %% [markdown]
+# The second core helps less than twice: both cores share the memory bus,
+# which elementwise work saturates, and the threads take turns at Python's
+# global interpreter lock between NumPy calls (each call releases it while it
+# computes). It pays only when each shard is large; `DataParallel` does not
+# split below 256 rows per shard, so the tutorials' small batches and the
+# demo run unsplit. `LDMConfig(workers=...)` sets the worker count for
+# `LatentDiffusion` (default: one per core).
 #
 # ## 5. The same step on the GPU
 #
@@ -423,6 +491,13 @@ for i, o in kernel_shapes.values():
     assert y.dtype == np.float32
     flops_counted += 3 * 2 * Bc * i * o
 assert flops_counted == 6 * Bc * kernel_weights
+# Data parallelism changes the order of the sums over the batch, nothing else: the same loss
+# and the same gradients in the first step, up to float32 rounding.
+assert abs(dp_losses[2] - dp_losses[1]) <= 1e-5 * abs(dp_losses[1])
+for layer, group in dp_grads[1].items():
+    for name, value in group.items():
+        scale = float(np.abs(value).max())
+        np.testing.assert_allclose(dp_grads[2][layer][name], value, rtol=0, atol=1e-4 * scale + 1e-12)
 # The bar chart's shares are a partition of the step (no timing claim: timings are noisy).
 for B, times in results.items():
     assert np.isclose(sum(times[p] for p in parts), times["total"]) and 0.0 < blas_share[B] <= 1.0
