@@ -51,6 +51,9 @@ _POOLS: dict[int, ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
 _IN_WORKER = threading.local()
 _BLAS: list[ThreadpoolController] = []
+if hasattr(os, "register_at_fork"):
+    # A forked child inherits the pools but not their threads: it starts new ones.
+    os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def available_cores() -> int:
@@ -122,8 +125,8 @@ def blas_threads(limit: int) -> Iterator[None]:
 
 
 # Below this many rows per shard, handing work to threads costs more than it
-# saves (measured with benchmarks/run.py: the VAE step at batch 256 was 1.2x
-# slower in two shards of 128 than in one piece on 2 cores).
+# saves: on 2 cores the VAE and denoiser steps at batch 256 were 1.5-1.6x
+# slower in two shards of 128 rows than in one piece.
 MIN_SHARD_ROWS = 256
 
 

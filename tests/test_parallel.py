@@ -7,6 +7,8 @@ change the order of the sums over the batch.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -233,3 +235,16 @@ def test_bad_arguments_are_refused():
         denoiser_step(
             model, Adam(), make_schedule(50, kind="cosine", dtype=F64), z0, t, noise, parallel=[model]
         )
+
+
+def _square_in_workers(n):
+    return parallel_map(lambda i: i * i, list(range(n)), 2)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_working_threads():
+    parallel_map(lambda i: i, [0, 1, 2], 2)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        result = pool.apply_async(_square_in_workers, (5,))
+        assert result.get(timeout=30) == [0, 1, 4, 9, 16]
