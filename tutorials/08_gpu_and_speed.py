@@ -5,7 +5,8 @@
 # its inputs which array module owns them (NumPy or CuPy) and uses that
 # module for everything it allocates. This tutorial shows that mechanism,
 # then takes a stopwatch to one training step of the denoiser on the CPU to
-# see what a NumPy model actually spends its time on.
+# see what a NumPy model actually spends its time on, and puts the second CPU
+# core to work with data parallelism.
 #
 # **Learning goals**
 #
@@ -16,13 +17,15 @@
 # - Time the parts of a denoiser training step (matrix products, SiLU,
 #   LayerNorm, Adam, the rest) and compute the share spent in BLAS.
 # - Count a step's matrix-product FLOPs from the parameter shapes alone.
+# - Split a training step across CPU cores (data parallelism) and say why it
+#   gains less than the number of cores.
 #
 # **Prerequisites**: tutorials 1-3 (layers, their backward passes, the
 # denoiser). No GPU needed: without one, everything runs on the CPU and the
 # tutorial says so.
 #
-# **How to run**: `python tutorials/08_gpu_and_speed.py` (one to two
-# minutes, mostly timing), or cell by cell in VS Code / Jupyter (`jupytext
+# **How to run**: `python tutorials/08_gpu_and_speed.py` (under a minute,
+# mostly timing), or cell by cell in VS Code / Jupyter (`jupytext
 # --to notebook tutorials/08_gpu_and_speed.py`). `LDM_NP_FAST=1` runs a
 # smaller version in a few seconds. Figures go to
 # `tutorials/figures/08_gpu_and_speed/`. Timings depend on the machine and on
