@@ -15,8 +15,11 @@ same batches and noise as one that never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,39 +325,67 @@ def run_loop(
     Every ``log_every`` steps the loss is read on the host (the only sync),
     appended to ``state.history`` and checked: a NaN or infinite loss raises
     ``TrainingDiverged`` before any checkpoint of the bad weights is written.
-    On KeyboardInterrupt ``state.step`` is the number of completed steps, so
+    A Ctrl-C (SIGINT) during a step takes effect once that step is done
+    (``finish_step_on_interrupt``): KeyboardInterrupt is raised with
+    ``state.step`` the number of completed steps and no step half applied, so
     the caller can save and resume exactly there.
     """
     bar = tqdm(
         total=num_steps, initial=state.step, desc=name, disable=not progress, dynamic_ncols=True, leave=True
     )
     try:
-        while state.step < num_steps:
-            n = state.step
-            losses = step_fn(n)
-            state.step = n + 1
-            last = state.step == num_steps
-            if state.step % log_every == 0 or last:
-                values = losses_to_host(losses)  # the loop's one host sync
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise TrainingDiverged(
-                        f"{name}: the loss became {values['loss']} at step {n}. Likely causes: a learning "
-                        "rate too high for this data, or data far from unit scale (standardise it). "
-                        "The last checkpoint (if any) holds the last good weights."
-                    )
-                state.history.append((n, values["loss"]))
-                bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                if (
-                    on_checkpoint is not None
-                    and checkpoint_every
-                    and (state.step % checkpoint_every == 0)
-                    and not last
-                ):
-                    on_checkpoint()
-            bar.update(1)
+        with finish_step_on_interrupt() as interrupted:
+            while state.step < num_steps:
+                n = state.step
+                losses = step_fn(n)
+                state.step = n + 1
+                last = state.step == num_steps
+                if state.step % log_every == 0 or last:
+                    values = losses_to_host(losses)  # the loop's one host sync
+                    if not all(math.isfinite(v) for v in values.values()):
+                        raise TrainingDiverged(
+                            f"{name}: the loss became {values['loss']} at step {n}. Likely causes: a "
+                            "learning rate too high for this data, or data far from unit scale (standardise "
+                            "it). The last checkpoint (if any) holds the last good weights."
+                        )
+                    state.history.append((n, values["loss"]))
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                    if (
+                        on_checkpoint is not None
+                        and checkpoint_every
+                        and (state.step % checkpoint_every == 0)
+                        and not last
+                    ):
+                        on_checkpoint()
+                bar.update(1)
+                if interrupted():
+                    raise KeyboardInterrupt
     finally:
         bar.close()
     return state
+
+
+@contextlib.contextmanager
+def finish_step_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """Hold a Ctrl-C back until the current training step is done; yields "was there one?".
+
+    A KeyboardInterrupt raised in the middle of a step could leave it half
+    applied: some parameters updated by Adam, others not (with several
+    workers, some threads still writing). Inside this block SIGINT only sets
+    a flag, which the loop checks between steps. Where Python's own handler
+    is not the one installed (a program that handles SIGINT itself), or off
+    the main thread, where handlers cannot be set, nothing changes.
+    """
+    pending: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield lambda: bool(pending)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def losses_to_host(losses: dict[str, Any]) -> dict[str, float]:

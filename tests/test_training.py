@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -162,3 +166,39 @@ def test_run_loop_logs_every_n_steps_and_checkpoints_on_schedule():
     )
     assert [s for s, _ in state.history] == [1, 3, 5, 7, 9]
     assert len(saved) == 2  # after steps 4 and 8; the final save is the caller's
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="needs POSIX SIGINT")
+def test_ctrl_c_in_the_middle_of_a_step_stops_after_that_step():
+    finished = []
+
+    def step(n):
+        if n == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives half way through step 3
+            time.sleep(0.05)  # the rest of the step still runs
+        finished.append(n)
+        return {"loss": np.float32(n)}
+
+    state = LoopState()
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(step, state, 10, name="t", log_every=1, progress=False)
+    assert finished == [0, 1, 2, 3]  # step 3 ran to its end, step 4 never started
+    assert state.step == 4 and [s for s, _ in state.history] == [0, 1, 2, 3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's handler is back
+
+
+def test_a_program_with_its_own_sigint_handler_keeps_it():
+    calls = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    try:
+
+        def step(n):
+            if n == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)
+            return {"loss": np.float32(n)}
+
+        state = run_loop(step, LoopState(), 3, name="t", log_every=1, progress=False)
+        assert state.step == 3 and calls == [signal.SIGINT]  # its handler ran; the loop went on
+    finally:
+        signal.signal(signal.SIGINT, previous)
