@@ -64,8 +64,8 @@ def available_cores() -> int:
 
 
 def default_workers() -> int:
-    """One worker per available core, at most 8 (beyond that the shards get too thin to pay)."""
-    return max(1, min(available_cores(), 8))
+    """One worker per available core."""
+    return available_cores()
 
 
 def check_workers(workers: Any) -> int:
@@ -131,9 +131,14 @@ MIN_SHARD_ROWS = 256
 
 
 def shard_slices(batch: int, workers: int, min_rows: int = MIN_SHARD_ROWS) -> list[slice]:
-    """Contiguous, nearly equal slices of ``range(batch)``: at most ``workers``, each of at least
-    ``min_rows`` rows (one slice, the whole batch, when the batch is too small to split)."""
-    n = max(1, min(workers, batch // max(min_rows, 1)))
+    """``workers`` contiguous, nearly equal slices of ``range(batch)``, each of at least ``min_rows``
+    rows; or one slice, the whole batch, when the batch is too small for that.
+
+    All or nothing: each worker runs its matrix products on one BLAS thread,
+    so a split that left some workers without a shard would leave their cores
+    idle, where unsplit BLAS would have used every core.
+    """
+    n = workers if batch >= workers * max(min_rows, 1) else 1
     bounds = [batch * i // n for i in range(n + 1)]
     return [slice(bounds[i], bounds[i + 1]) for i in range(n)]
 
@@ -142,8 +147,9 @@ class DataParallel:
     """One or more models (say encoder and decoder) with a replica set per extra worker.
 
     ``replicas[0]`` are the models themselves; ``replicas[k]`` for k >= 1 share
-    their parameters and keep their own caches and gradients. A batch is cut
-    into at most ``workers`` shards of at least ``min_shard_rows`` rows each.
+    their parameters and keep their own caches and gradients. A batch of at
+    least ``workers * min_shard_rows`` rows is cut into ``workers`` shards;
+    a smaller one runs whole, on the models themselves.
     """
 
     def __init__(

@@ -420,8 +420,8 @@ show(fig, TUTORIAL, "data_parallel")
 # which elementwise work saturates, and the threads take turns at Python's
 # global interpreter lock between NumPy calls (each call releases it while it
 # computes). It pays only when each shard is large; `DataParallel` does not
-# split below 256 rows per shard, so the tutorials' small batches and the
-# demo run unsplit. `LDMConfig(workers=...)` sets the worker count for
+# split below 256 rows per worker, so the tutorials' small batches and the
+# demo's training run unsplit. `LDMConfig(workers=...)` sets the worker count for
 # `LatentDiffusion` (default: one per core).
 #
 # ## 5. The same step on the GPU
