@@ -20,10 +20,13 @@ by its share of the batch (``shard / batch``); the sum is then the gradient of
 the whole batch, equal up to float rounding (``tests/test_parallel.py``).
 
 The workers are Python threads. NumPy releases the GIL inside every matrix
-product and every ufunc, so they run truly at the same time; Python's own
-bookkeeping between operations is small next to [batch, 4 * hidden] arrays.
-While the shards run, BLAS is held to one thread per call, so that two
-workers do not fight over the cores with BLAS's own threads.
+product and every ufunc, so they run at the same time. What they still
+share is the memory bus, which elementwise work saturates, and the GIL
+between NumPy calls: on 2 cores a denoiser step at batch 1,024 gains about
+1.2x, not 2x (benchmarks/README.md). While the shards run, BLAS is held to
+one thread per call, so that the workers do not fight over the cores with
+BLAS's own threads (OpenBLAS would also serialise concurrent multi-threaded
+calls).
 
 On a GPU there is one device to keep busy and one stream of kernels:
 sharding would only add kernel launches, so a GPU model always runs with one
@@ -198,8 +201,9 @@ class DataParallel:
     def reduce_grads(self) -> None:
         """Add the gradients of the replica sets the last ``run`` used into the models' own, in place.
 
-        A batch smaller than ``workers`` uses fewer shards; the other replicas'
-        gradients are stale and left out. The layers are shared out among the workers.
+        After a batch too small to split (it ran whole, on the models
+        themselves) the replicas' gradients are stale: nothing is added. The
+        layers are shared out among the workers.
         """
         used = self.replicas[1 : self.last_shards]
         if not used:
