@@ -376,7 +376,7 @@ show(fig, TUTORIAL, "where_the_time_goes")
 
 # %%
 B_DP = pick(1024, 128)
-shard_rows = pick(256, 32)  # below this many rows per shard, splitting does not pay
+shard_rows = pick(256, 32)  # the library's threshold (fast mode: lower, so the small batch still splits)
 z0_dp = np.random.default_rng(5).standard_normal((B_DP, LATENT)).astype(np.float32)  # [B, latent]
 t_dp = np.random.default_rng(6).integers(0, 1000, size=B_DP)  # [B]
 noise_dp = np.random.default_rng(7).standard_normal((B_DP, LATENT)).astype(np.float32)  # [B, latent]
