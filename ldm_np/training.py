@@ -189,13 +189,24 @@ def vae_step(
         )
         parallel.reduce_grads()
         losses = {name: sum(s[name] for s in shards) for name in shards[0]}
-    workers = 1 if parallel is None else parallel.workers
+    workers = _update_workers(parallel)
     params = {**encoder.params, **decoder.params}
     grads = {**encoder.grads, **decoder.grads}
     if grad_clip is not None:
         clip_grad_norm(grads, grad_clip, workers=workers)
     optimizer.step(params, grads, workers=workers)
     return losses
+
+
+def _update_workers(parallel: DataParallel | None) -> int:
+    """Threads for the optimizer, clipping and EMA: as many as the batch had shards.
+
+    After a batch too small to split, BLAS ran with its own threads, and
+    OpenBLAS's idle worker still spins on the other core for a moment: a
+    second thread for Adam then made a denoiser step at batch 256 about 6%
+    slower on 2 cores. After a split it saves about a tenth of Adam's time.
+    """
+    return 1 if parallel is None else parallel.last_shards
 
 
 def _check_parallel(parallel: Any, models: list[Any]) -> None:
@@ -283,7 +294,7 @@ def denoiser_step(
         )
         parallel.reduce_grads()
         loss = sum(shards)
-    workers = 1 if parallel is None else parallel.workers
+    workers = _update_workers(parallel)
     if grad_clip is not None:
         clip_grad_norm(denoiser.grads, grad_clip, workers=workers)
     optimizer.step(denoiser.params, denoiser.grads, workers=workers)
