@@ -20,13 +20,14 @@ by its share of the batch (``shard / batch``); the sum is then the gradient of
 the whole batch, equal up to float rounding (``tests/test_parallel.py``).
 
 The workers are Python threads. NumPy releases the GIL inside every matrix
-product and every ufunc, so they run at the same time. What they still
-share is the memory bus, which elementwise work saturates, and the GIL
-between NumPy calls: on 2 cores a denoiser step at batch 1,024 gains about
-1.2x, not 2x (benchmarks/README.md). While the shards run, BLAS is held to
-one thread per call, so that the workers do not fight over the cores with
-BLAS's own threads (OpenBLAS would also serialise concurrent multi-threaded
-calls).
+product and every ufunc, so they run at the same time. While the shards
+run, BLAS is held to one thread per call, so that the workers do not fight
+over the cores with BLAS's own threads (OpenBLAS would also serialise
+concurrent multi-threaded calls). The gain is bounded: without the split,
+the matrix products (about 60% of a denoiser step at batch 1,024) already
+used every core through BLAS's threads; the split adds the elementwise
+work. On 2 cores that is 1.25x at best, and 1.1-1.3x measured
+(``benchmarks/threads.py``).
 
 On a GPU there is one device to keep busy and one stream of kernels:
 sharding would only add kernel launches, so a GPU model always runs with one

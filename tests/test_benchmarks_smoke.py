@@ -62,3 +62,21 @@ def test_gpu_benchmark_without_cupy_fails_with_a_clear_message():
     out = run_benchmark("--quick", "--device", "gpu", timeout=60.0)
     assert out.returncode == 2
     assert "CuPy" in out.stderr and "--device gpu" in out.stderr
+
+
+def test_threads_benchmark_prints_every_line():
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "threads.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for work in ("ufunc, 256 KiB", "ufunc, 2 MiB", "ufunc, 32 MiB", "matmul [64, 256]"):
+        line = next((x for x in out.stdout.splitlines() if x.startswith(work)), None)
+        assert line is not None and re.search(r"\d+\.\d\dx$", line), out.stdout
+    assert re.search(r"denoiser step, batch 128: 1 worker [\d.]+ ms, 2 workers [\d.]+ ms", out.stdout)

@@ -407,6 +407,12 @@ dp_times = {workers: float(np.median(times)) for workers, times in dp_rounds.ite
 for workers, sec in dp_times.items():
     print(f"{workers} worker(s), batch {B_DP}: {1e3 * sec:.1f} ms per step (median of {REPEATS})")
 print(f"speed-up from the second core: {dp_times[1] / dp_times[2]:.2f}x")
+B_parts = max(blas_share)  # the largest batch taken apart in section 4
+e = 1.0 - blas_share[B_parts]  # the share of the step that is not matrix products
+print(
+    f"not matrix products at batch {B_parts} (section 4): {e:.0%} of the step, "
+    f"so the best the split can do is 1 / (1 - e / 2) = {1 / (1 - e / 2):.2f}x"
+)
 
 fig, ax = plt.subplots(figsize=(6, 1.8), layout="constrained")
 ax.barh([1, 0], [1e3 * dp_times[1], 1e3 * dp_times[2]], color=["0.6", "tab:blue"])
@@ -416,10 +422,13 @@ ax.grid(False)
 show(fig, TUTORIAL, "data_parallel")
 
 # %% [markdown]
-# The second core helps less than twice: both cores share the memory bus,
-# which elementwise work saturates, and the threads take turns at Python's
-# global interpreter lock between NumPy calls (each call releases it while it
-# computes). It pays only when each shard is large; `DataParallel` does not
+# The second core helps far less than twice, and the parts above say why:
+# with one worker the matrix products already ran on both cores (BLAS's own
+# threads), so the split only moves the elementwise work, well under half the
+# step, onto the second core. If that work took a share `e` of the step, the
+# best the split can do is `1 / (1 - e / 2)`: 1.25x for `e = 0.4`. Short
+# NumPy calls also scale poorly on threads, which take turns at Python's
+# global interpreter lock between calls. It pays only when each shard is large; `DataParallel` does not
 # split below 256 rows per worker, so the tutorials' small batches and the
 # demo's training run unsplit. `LDMConfig(workers=...)` sets the worker count for
 # `LatentDiffusion` (default: one per core).
