@@ -18,7 +18,6 @@ Timing rules (see GUIDE.md, "Where the time goes"):
 
 from __future__ import annotations
 
-import ctypes
 import os
 import statistics
 import time
@@ -27,10 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from ldm_np.backend import default_rng
 from ldm_np.optim import Adam
-from ldm_np.parallel import DataParallel
+from ldm_np.parallel import DataParallel, available_cores
 from ldm_np.samplers import sample
 from ldm_np.training import denoiser_step, vae_step
 
@@ -43,56 +43,25 @@ KL_WEIGHT = 1e-4
 # --------------------------------------------------------------------------
 
 
-def _openblas_from_process() -> dict[str, Any] | None:
-    """Ask the OpenBLAS that NumPy loaded for its thread count and kernel (Linux, via ctypes)."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        info: dict[str, Any] = {"library": os.path.basename(path)}
-        for prefix in ("scipy_openblas_", "openblas_"):
-            for suffix in ("64_", ""):
-                threads = getattr(lib, f"{prefix}get_num_threads{suffix}", None)
-                corename = getattr(lib, f"{prefix}get_corename{suffix}", None)
-                if threads is not None:
-                    info["threads"] = int(threads())
-                    if corename is not None:
-                        corename.restype = ctypes.c_char_p
-                        info["kernel"] = corename().decode()
-                    return info
-    return None
-
-
 def blas_info() -> dict[str, Any]:
     """BLAS name, version and thread count, from the best source available.
 
-    threadpoolctl if it is installed (it is not a dependency), else NumPy's
-    build configuration plus a ctypes query of the loaded OpenBLAS, else the
-    environment variables and the CPU affinity mask.
+    threadpoolctl (a dependency of ldm_np) where it recognises the BLAS
+    library, else NumPy's build configuration plus the environment variables
+    and the CPU affinity mask.
     """
     np.ones((8, 8), dtype=np.float32) @ np.ones((8, 8), dtype=np.float32)  # make sure BLAS is loaded
     info: dict[str, Any] = {"source": "", "name": "unknown", "version": "", "threads": None, "kernel": ""}
-    try:
-        from threadpoolctl import threadpool_info
-
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                info.update(
-                    source="threadpoolctl",
-                    name=pool.get("internal_api", "blas"),
-                    version=pool.get("version") or "",
-                    threads=pool.get("num_threads"),
-                    kernel=pool.get("architecture") or "",
-                )
-                return info
-    except Exception:  # threadpoolctl is optional
-        pass
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            info.update(
+                source="threadpoolctl",
+                name=pool.get("internal_api", "blas"),
+                version=pool.get("version") or "",
+                threads=pool.get("num_threads"),
+                kernel=pool.get("architecture") or "",
+            )
+            return info
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         info.update(
@@ -100,22 +69,14 @@ def blas_info() -> dict[str, Any]:
         )
     except Exception:  # older NumPy or an unusual build
         pass
-    ob = _openblas_from_process()
-    if ob is not None:
-        info["source"] += " + OpenBLAS via ctypes"
-        info["threads"] = ob["threads"]
-        info["kernel"] = ob.get("kernel", "")
-    if info["threads"] is None:
-        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            if os.environ.get(var, "").isdigit():
-                info["threads"] = int(os.environ[var])
-                info["source"] += f" + ${var}"
-                break
-        else:
-            info["threads"] = (
-                len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-            )
-            info["source"] += " + CPU count (a guess)"
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            info["threads"] = int(os.environ[var])
+            info["source"] += f" + ${var}"
+            break
+    else:
+        info["threads"] = available_cores()
+        info["source"] += " + CPU count (a guess)"
     return info
 
 

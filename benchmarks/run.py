@@ -179,14 +179,16 @@ def load_torch(cfg: Config, threads: int) -> tuple[Any, Any, str]:
 class Bench:
     def __init__(self, cfg: Config, xp: Any, torch: Any, torch_ref: Any) -> None:
         self.cfg, self.xp, self.torch, self.tr = cfg, xp, torch, torch_ref
-        self.workers = cfg.workers
         self.sync = harness.synchronizer(xp)
         self.tdev = "cuda" if cfg.device == "gpu" else "cpu"
         self.tsync = torch_ref.synchronizer(self.tdev) if torch is not None else None
         self.schedule = make_schedule(SIZES["num_steps"], device=cfg.device)
-        self.notes: list[str] = []
 
     # -- helpers ----------------------------------------------------------
+
+    def parallel(self, *models: Any) -> DataParallel:
+        """The models with NumPy's data-parallel workers (``--workers``); one worker on a GPU."""
+        return DataParallel(list(models), self.cfg.workers)
 
     def data(self, shape: tuple[int, ...], seed: int, kind: str = "normal") -> Any:
         rng = np.random.default_rng(seed)
@@ -241,7 +243,7 @@ class Bench:
         enc = Encoder(i, lat, h, seed=0, device=self.cfg.device)
         dec = Decoder(i, lat, h, seed=1, device=self.cfg.device)
         x = self.data((batch, i), seed=10, kind="uniform")
-        step = harness.VAEStep(enc, dec, x, default_rng(0, self.xp), DataParallel([enc, dec], self.workers))
+        step = harness.VAEStep(enc, dec, x, default_rng(0, self.xp), self.parallel(enc, dec))
         layers = harness.dense_layers(enc) + harness.dense_layers(dec)
         plan = harness.MatmulPlan.build(self.xp, np.float32, layers, batch, skip_dx=harness.VAE_SKIP_DX)
         torch_fn = None
@@ -269,7 +271,7 @@ class Bench:
     def denoiser_step(self, batch: int, latent: int, label: str) -> Row:
         model, tmodel = self.denoiser_models(latent)
         z0 = self.data((batch, latent), seed=11)
-        parallel = DataParallel([model], self.workers)
+        parallel = self.parallel(model)
         step = harness.DenoiserStep(model, self.schedule, z0, default_rng(0, self.xp), parallel)
         plan = harness.MatmulPlan.build(
             self.xp, np.float32, harness.dense_layers(model), batch, skip_dx=harness.DENOISER_SKIP_DX
@@ -283,7 +285,7 @@ class Bench:
         model, tmodel = self.denoiser_models(SIZES["latent_size"])
         z_t = self.data((batch, SIZES["latent_size"]), seed=12)
         t = self.xp.asarray(np.random.default_rng(13).integers(0, SIZES["num_steps"], size=batch))
-        fwd = harness.DenoiserForward(DataParallel([model], self.workers), z_t, t)
+        fwd = harness.DenoiserForward(self.parallel(model), z_t, t)
         plan = harness.MatmulPlan.build(
             self.xp, np.float32, harness.dense_layers(model), batch, backward=False
         )
@@ -301,7 +303,7 @@ class Bench:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the terminal-SNR warning of a short schedule
                 schedule = make_schedule(steps, device=self.cfg.device)
-        parallel = DataParallel([model], self.workers)
+        parallel = self.parallel(model)
         call = harness.make_sampling_call(parallel, schedule, n, sampler, steps, seed=3)
         # Settling before a sampling run is one forward pass, not a whole run.
         z = self.data((n, SIZES["latent_size"]), seed=14)
@@ -653,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
             "|---|---:|---:|---:|",
         ]
 
-    out = ["", *table(rows), "", *[f"- {n}" for n in bench.notes]]
+    out = ["", *table(rows), ""]
     out.append(
         "- matmuls alone: the same products (shapes, transposed views, no unused dx), pre-allocated inputs "
         "and outputs; for sampling rows, one forward's products times the number of steps"
