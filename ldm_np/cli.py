@@ -222,7 +222,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.save(ckpt)
     print(f"trained in {time.perf_counter() - started:.1f} s; wrote {ckpt}")
     if not args.no_figures:
-        from .report import write_figures
+        from .figures.report import write_figures
 
         figs = write_figures(model, X, labels, out, run_info["image_shape"], seed=args.seed, holdout=held_out)
         for path in figs:

@@ -392,10 +392,10 @@ def guidance_report(
     requested class), per_class (that share per class), fd, fd_floor,
     fd_ratio, class_counts (predicted classes of all samples), seconds.
     """
-    from .classifier import digit_feature_model
     from .datasets import load_digits
     from .evaluation import feature_fn, split_halves
-    from .metrics import frechet_distance
+    from .evaluation.classifier import digit_feature_model
+    from .evaluation.metrics import frechet_distance
 
     K = model.config.num_classes
     if K is None:

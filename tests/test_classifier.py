@@ -1,14 +1,14 @@
-"""Tests for ldm_np.classifier: the loss and its gradient, the model, the digit features."""
+"""Tests for ldm_np.evaluation.classifier: the loss and its gradient, the model, the digit features."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ldm_np.classifier import DIGIT_RECIPE, Classifier, digit_feature_model, softmax_cross_entropy
 from ldm_np.datasets import load_digits
+from ldm_np.evaluation.classifier import DIGIT_RECIPE, Classifier, digit_feature_model, softmax_cross_entropy
+from ldm_np.evaluation.metrics import frechet_distance
 from ldm_np.gradcheck import TOLERANCE, check_module, numerical_gradient, rel_error
-from ldm_np.metrics import frechet_distance
 
 
 @pytest.fixture(scope="module")

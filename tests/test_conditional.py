@@ -243,10 +243,12 @@ def test_train_conditional_keeps_the_holdout_out(cond_run):
 
 
 def test_train_hands_the_held_out_rows_to_the_figures(tmp_path, monkeypatch):
-    import ldm_np.report
+    import ldm_np.figures.report
 
     calls = {}
-    monkeypatch.setattr(ldm_np.report, "write_figures", lambda *a, **kw: calls.update(args=a, kw=kw) or [])
+    monkeypatch.setattr(
+        ldm_np.figures.report, "write_figures", lambda *a, **kw: calls.update(args=a, kw=kw) or []
+    )
     argv = ["train", "--dataset", "digits", "--num-rows", "120", "--out", str(tmp_path), "--conditional"]
     assert main([*argv, "--holdout", "8", *CLI_TINY, "--vae-steps", "2", "--denoiser-steps", "2"]) == 0
     X, labels = calls["args"][1:3]
@@ -256,7 +258,7 @@ def test_train_hands_the_held_out_rows_to_the_figures(tmp_path, monkeypatch):
 
 
 def test_conditional_figures(trained, digits, tmp_path):
-    from ldm_np.report import write_conditional_figures, write_inpainting_figure
+    from ldm_np.figures.report import write_conditional_figures, write_inpainting_figure
 
     paths = write_conditional_figures(trained, tmp_path, (8, 8))
     paths.append(write_inpainting_figure(trained, digits[0][-4:], (8, 8), tmp_path / "inpainting.png"))

@@ -117,7 +117,7 @@ def test_student_copy_differs_from_the_project_only_in_the_regions(student, regi
     files = {p.as_posix() for p in exercises.project_files(REPO)}
     copied = {p.relative_to(student).as_posix() for p in student.rglob("*") if p.is_file()}
     assert copied == files
-    assert "tests/test_exercises.py" not in copied and "ldm_np/exercises.py" in copied
+    assert "tests/test_exercises.py" not in copied and "ldm_np/exercises/__init__.py" in copied
     assert not any(part in exercises.EXCLUDED_DIRS for f in copied for part in Path(f).parts)
     for required in ("pyproject.toml", "requirements.txt", "tests/conftest.py", "tutorials/_tutorial.py"):
         assert required in copied

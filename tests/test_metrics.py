@@ -1,4 +1,4 @@
-"""Tests for ldm_np.metrics: closed forms, known sampling behaviour, validation."""
+"""Tests for ldm_np.evaluation.metrics: closed forms, known sampling behaviour, validation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from ldm_np import metrics
-from ldm_np.metrics import frechet_distance, frechet_distance_gaussians, mmd, nearest_distance
+from ldm_np.evaluation import metrics
+from ldm_np.evaluation.metrics import frechet_distance, frechet_distance_gaussians, mmd, nearest_distance
 
 
 def random_rotation(d: int, seed: int) -> np.ndarray:

@@ -48,9 +48,9 @@ from ldm_np.diffusion import (
     snr,
     target_for,
 )
+from ldm_np.evaluation.metrics import mmd
 from ldm_np.gradcheck import check_module, directional_check, numerical_gradient, rel_error
 from ldm_np.layers import timestep_embedding, timestep_frequencies
-from ldm_np.metrics import mmd
 from ldm_np.module import iter_params
 from ldm_np.optim import Adam
 from ldm_np.samplers import sample
@@ -470,7 +470,7 @@ show(fig, TUTORIAL, "toy_samples_by_prediction_type")
 # %% [markdown]
 # The loss curves cannot be compared with each other: each is in the units of
 # its own target (section 4). The samples can. The MMD (maximum mean
-# discrepancy, `ldm_np.metrics.mmd`; 0 for identical distributions) puts a
+# discrepancy, `ldm_np.evaluation.metrics.mmd`; 0 for identical distributions) puts a
 # number on what the eye sees.
 #
 # To see *where* each model errs, put all three in the same currency: their

@@ -39,7 +39,7 @@ import numpy as np
 from _tutorial import FAST, pick, show
 
 from ldm_np.datasets import moons
-from ldm_np.metrics import nearest_distance
+from ldm_np.evaluation.metrics import nearest_distance
 from ldm_np.oracle import OracleDenoiser
 from ldm_np.samplers import (
     StepTrace,

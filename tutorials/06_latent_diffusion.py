@@ -40,11 +40,11 @@ import numpy as np
 from _tutorial import FAST, pick, show
 
 from ldm_np import figures
-from ldm_np.classifier import digit_feature_model
 from ldm_np.datasets import load_digits, manifold
 from ldm_np.denoiser import Denoiser
 from ldm_np.diffusion import q_sample
 from ldm_np.evaluation import evaluate_samples, format_report
+from ldm_np.evaluation.classifier import digit_feature_model
 from ldm_np.optim import Adam
 from ldm_np.pipeline import LatentDiffusion
 from ldm_np.training import denoiser_step

@@ -41,12 +41,12 @@ import numpy as np
 from _tutorial import FAST, pick, show
 
 from ldm_np import figures
-from ldm_np.classifier import digit_feature_model
 from ldm_np.datasets import load_digits
 from ldm_np.diffusion import predict_x0, q_sample
 from ldm_np.evaluation import split_halves
+from ldm_np.evaluation.classifier import digit_feature_model
+from ldm_np.evaluation.metrics import frechet_distance
 from ldm_np.guidance import classifier_free_guidance_fn, guide, reconstruction_loss
-from ldm_np.metrics import frechet_distance
 from ldm_np.pipeline import LatentDiffusion
 
 TUTORIAL = "07_guidance"

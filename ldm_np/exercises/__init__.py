@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 TUTORIALS = (
     "01_dense_and_backprop",
@@ -266,8 +266,10 @@ _NEAR_MISS = re.compile(r"^[ \t]*#.*\b(begin|end)[ \t]+solutions?\b", re.IGNOREC
 # run outputs, and the instructor's own tests of this tool.
 EXCLUDED_DIRS = frozenset(
     ".git .hg .venv venv __pycache__ .pytest_cache .ruff_cache .mypy_cache .hypothesis "
-    ".ipynb_checkpoints runs figures build dist student".split()
+    ".ipynb_checkpoints runs build dist student".split()
 )
+# Figures the tutorials write (ldm_np/figures/ is code and is copied).
+EXCLUDED_PATHS = frozenset({"tutorials/figures"})
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 INSTRUCTOR_ONLY = frozenset({"tests/test_exercises.py", "tests/exercises"})
 
@@ -304,7 +306,7 @@ def project_files(root: Path, *, skip: Path | None = None) -> list[Path]:
             for d in dirs
             if d not in EXCLUDED_DIRS
             and not d.endswith(EXCLUDED_SUFFIXES)
-            and (rel_here / d).as_posix() not in INSTRUCTOR_ONLY
+            and (rel_here / d).as_posix() not in INSTRUCTOR_ONLY | EXCLUDED_PATHS
             and (skip is None or (here / d).resolve() != skip)
         )
         for name in sorted(names):
@@ -629,7 +631,7 @@ def run_tests(
     with tempfile.TemporaryDirectory(prefix="ldm_np_grade_") as tmp:
         report_path = Path(tmp) / "report.json"
         # The plugin is this very file under another name, so the grading logic is the
-        # grader's even when the copy's ldm_np/exercises.py was changed or is missing.
+        # grader's even when the copy's ldm_np/exercises/__init__.py was changed or is missing.
         shutil.copyfile(__file__, Path(tmp) / f"{_PLUGIN}.py")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(root), tmp, *filter(None, [env.get("PYTHONPATH")])])
@@ -678,7 +680,7 @@ class Grade:
 
 def grade_exercise(ex: Exercise, run: RunResult) -> Grade:
     """Turn the test outcomes and probe of one exercise into its row."""
-    from .gradcheck import TOLERANCE
+    from ..gradcheck import TOLERANCE
 
     rows = {nodeid: r for nodeid, r in run.tests.items() if ex.grades(nodeid)}
     passed = sum(r["outcome"] not in ("failed", "error") for r in rows.values())

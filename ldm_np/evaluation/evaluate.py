@@ -7,7 +7,7 @@ compared with the same half A. A ratio FD(samples, A) / FD(B, A) near 1 means
 the samples are as close to the data as more real data would be.
 
 Feature space: for the digits, the penultimate layer of a small classifier
-trained on them (``ldm_np.classifier``), the role Inception features play in
+trained on them (``ldm_np.evaluation.classifier``), the role Inception features play in
 FID; for other data, the standardised data themselves.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import to_numpy
+from ..backend import to_numpy
 from .metrics import frechet_distance, mmd, nearest_distance
 
 

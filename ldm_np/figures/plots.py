@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from .backend import to_numpy
+from ..backend import to_numpy
 
 __all__ = [
     "forward_noising",

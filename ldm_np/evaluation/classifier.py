@@ -12,7 +12,7 @@ what distinguishes one digit from another (strokes, loops, their placement)
 and ignore what does not. FID measures image quality the same way, with the
 features of an Inception network trained on ImageNet (Heusel et al., 2017);
 ``digit_feature_model`` is that network's stand-in for the 8x8 digits, and
-``ldm_np.metrics.frechet_distance`` on its ``features`` is a digit FID.
+``ldm_np.evaluation.metrics.frechet_distance`` on its ``features`` is a digit FID.
 
 The same model checks class-conditional samples: ``accuracy(samples,
 requested_labels)`` is the share of samples drawn as the digit asked for.
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
-from .layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
-from .module import Module
-from .optim import Adam
-from .validation import check_array, check_dtype_name, check_float, check_int
+from ..backend import get_array_module, to_numpy
+from ..layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
+from ..module import Module
+from ..optim import Adam
+from ..validation import check_array, check_dtype_name, check_float, check_int
 
 __all__ = ["DIGIT_RECIPE", "Classifier", "digit_feature_model", "softmax_cross_entropy"]
 
@@ -284,7 +284,7 @@ def digit_feature_model(seed: int = 0) -> Classifier:
     The model has seen every digit, so it measures, not generalises; its
     accuracy on digits held out of a fit with the same recipe is about 97%.
     """
-    from .datasets import load_digits  # here, so importing the module never reads data
+    from ..datasets import load_digits  # here, so importing the module never reads data
 
     X, labels = load_digits()
     recipe = dict(DIGIT_RECIPE)

@@ -5,7 +5,7 @@ Each metric compares two point clouds, ``a`` [n, d] and ``b`` [m, d]:
 - ``frechet_distance``: fit a Gaussian to each cloud and take the Frechet
   (2-Wasserstein) distance between the two Gaussians. Computed on classifier
   features this is FID (Heusel et al., 2017); here the features come from
-  ``ldm_np.classifier.digit_feature_model``.
+  ``ldm_np.evaluation.classifier.digit_feature_model``.
 - ``mmd``: the unbiased squared maximum mean discrepancy with a Gaussian
   kernel (Gretton et al., 2012). It sees every moment, not only the first two,
   and its estimate has no bias, so two samples of one distribution score
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import to_numpy
+from ..backend import to_numpy
 
 __all__ = ["frechet_distance", "frechet_distance_gaussians", "mmd", "nearest_distance"]
 
