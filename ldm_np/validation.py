@@ -127,3 +127,26 @@ def check_timesteps(t: Any, name: str, *, batch: int | None, num_steps: int) -> 
             f"{name} must lie in 0..{num_steps - 1} (num_steps={num_steps}), got values from {lo} to {hi}"
         )
     return t
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices`` (strings), else ValueError (TypeError if not a str)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {choices}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_rng(rng: Any, name: str = "rng") -> Any:
+    """Return ``rng`` if it is a random generator (NumPy's or CuPy's), else TypeError.
+
+    Checked even where the call would not draw from it, so a seed passed
+    where a generator belongs fails at once rather than on a later call.
+    """
+    if not (hasattr(rng, "standard_normal") and hasattr(rng, "integers")):
+        raise TypeError(
+            f"{name} must be a random generator (numpy.random.default_rng(seed) or "
+            f"ldm_np.default_rng(seed, device)), got {type(rng).__name__} {rng!r}"
+        )
+    return rng
