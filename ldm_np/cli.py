@@ -300,8 +300,14 @@ def parse_scales(text: str | None) -> list[float] | None:
     return scales
 
 
+def held_out_rows(n: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows ``train --holdout`` trained on and kept out, as sorted indices (kept, held)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[holdout:]), np.sort(perm[:holdout])
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_model, format_report
+    from .evaluation.evaluate import evaluate_run, format_table
 
     scales = parse_scales(getattr(args, "guidance_scales", None))
     model, info = load_run(args.run, args.device)
@@ -311,20 +317,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("--guidance-scales needs a class-conditional run (train with --conditional)")
     if scales is not None and info["dataset"] != "digits":
         raise UserError("--guidance-scales measures with the digit classifier: it needs a digits run")
-    X, labels = load_dataset(info["dataset"], seed=info.get("seed", 0))
-    report = evaluate_model(
+    X, _ = load_dataset(info["dataset"], seed=info.get("seed", 0))
+    train_rows, held_rows = held_out_rows(X.shape[0], info.get("holdout") or 0, info.get("seed", 0))
+    report = evaluate_run(
         model,
         X,
-        labels,
+        train_rows,
+        held_rows,
         dataset=info["dataset"],
         num_samples=args.num_samples,
+        sample_seeds=args.sample_seeds,
         sampler=args.sampler,
         num_inference_steps=args.steps,
         seed=args.seed,
     )
     if model.config.num_classes is not None:
         print("(unconditional samples of a class-conditional model: its null label)")
-    print(format_report(report))
+    print(format_table(report))
     if scales is not None:
         from .guidance import format_guidance_report, guidance_report
 
@@ -342,7 +351,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # label, trained on 10% of the batches, is the weaker unconditional model.
 # ``demo --conditional`` trains with labels and adds the guidance figures and table.
 DEMO_GUIDANCE_SCALES = "0,1,3,7"
-DEMO_HOLDOUT = 16  # digits kept out of training, completed in inpainting.png
+DEMO_HOLDOUT = 200  # digits kept out of training: the memorisation threshold, and inpainting.png
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -358,7 +367,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     eval_args = argparse.Namespace(
         run=args.out,
         device=args.device,
-        num_samples=1000,
+        num_samples=None,
+        sample_seeds=3,
         sampler="ddim",
         steps=50,
         seed=args.seed,
@@ -448,7 +458,13 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="distance of generated samples to the data, against the real-data floor"
     )
     p.add_argument("--run", required=True)
-    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="rows per compared set (default: half the data, the size of each real half)",
+    )
+    p.add_argument("--sample-seeds", type=int, default=3, help="sample seeds SEED, SEED+1, ... (default: 3)")
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)

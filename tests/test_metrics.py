@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 from ldm_np.evaluation import metrics
-from ldm_np.evaluation.metrics import frechet_distance, frechet_distance_gaussians, mmd, nearest_distance
+from ldm_np.evaluation.metrics import (
+    frechet_distance,
+    frechet_distance_gaussians,
+    knn_radii,
+    memorisation_rate,
+    mmd,
+    nearest_distance,
+    precision_recall,
+)
 
 
 def random_rotation(d: int, seed: int) -> np.ndarray:
@@ -284,3 +292,86 @@ def test_chunked_paths_agree_with_a_single_chunk(monkeypatch):
     chunked = (nearest_distance(a, b), mmd(a, b))
     np.testing.assert_array_equal(whole[0], chunked[0])
     assert whole[1] == pytest.approx(chunked[1], rel=1e-12)
+
+
+# --------------------------------------------------------------------------
+# k-NN precision and recall
+# --------------------------------------------------------------------------
+
+
+def test_knn_radii_match_a_brute_force_loop():
+    x = np.random.default_rng(0).standard_normal((30, 3))
+    for k in (1, 3, 5):
+        want = [sorted(np.linalg.norm(x[i] - x[j]) for j in range(30) if j != i)[k - 1] for i in range(30)]
+        np.testing.assert_allclose(knn_radii(x, k), want, rtol=1e-10)
+
+
+def test_precision_recall_match_the_definition_by_loops():
+    rng = np.random.default_rng(1)
+    real, fake = rng.standard_normal((25, 2)), rng.standard_normal((20, 2)) + 0.7
+    k = 3
+    r_real, r_fake = knn_radii(real, k), knn_radii(fake, k)
+    want_p = np.mean([any(np.linalg.norm(g - r) <= rr for r, rr in zip(real, r_real)) for g in fake])
+    want_r = np.mean([any(np.linalg.norm(r - g) <= rg for g, rg in zip(fake, r_fake)) for r in real])
+    assert precision_recall(real, fake, k) == (pytest.approx(want_p), pytest.approx(want_r))
+
+
+def test_precision_recall_of_a_set_against_itself_are_one():
+    x = np.random.default_rng(2).standard_normal((50, 4))
+    assert precision_recall(x, x, 3) == (1.0, 1.0)
+
+
+def test_precision_recall_two_samples_of_one_gaussian_agree_and_a_shift_lowers_both():
+    rng = np.random.default_rng(3)
+    real, same = rng.standard_normal((600, 4)), rng.standard_normal((600, 4))
+    p, r = precision_recall(real, same, 3)
+    assert p > 0.85 and r > 0.85 and abs(p - r) < 0.06
+    p_shift, r_shift = precision_recall(real, same + 1.5, 3)
+    assert p_shift < p - 0.3 and r_shift < r - 0.3
+
+
+def test_a_collapsed_generator_keeps_precision_and_loses_recall():
+    rng = np.random.default_rng(4)
+    real, narrow = rng.standard_normal((600, 2)), 0.3 * rng.standard_normal((600, 2))
+    p, r = precision_recall(real, narrow, 3)
+    assert p > 0.95 and r < 0.5
+
+
+def test_precision_recall_validation():
+    good = np.zeros((10, 3))
+    with pytest.raises(ValueError, match="same number of features"):
+        precision_recall(good, np.zeros((10, 2)))
+    with pytest.raises(ValueError, match="k must be smaller"):
+        precision_recall(good, good, k=10)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        precision_recall(good, good, k=2.0)
+
+
+# --------------------------------------------------------------------------
+# Memorisation
+# --------------------------------------------------------------------------
+
+
+def test_copies_of_the_training_set_are_all_memorised():
+    rng = np.random.default_rng(5)
+    train, held = rng.standard_normal((300, 5)), rng.standard_normal((100, 5))
+    assert memorisation_rate(train[:200], train, held) == 1.0
+
+
+def test_held_out_data_score_the_quantile_and_fresh_samples_near_it():
+    rng = np.random.default_rng(6)
+    train, held = rng.standard_normal((500, 5)), rng.standard_normal((400, 5))
+    # The held-out rows against their own threshold: 5% by construction (strictly below it: 20 of 400 rows at most).
+    assert 0.04 <= memorisation_rate(held, train, held) <= 0.05
+    fresh = rng.standard_normal((2000, 5))
+    assert 0.025 < memorisation_rate(fresh, train, held) < 0.08
+    # Samples that lie off the data are never nearer than real data are.
+    assert memorisation_rate(fresh + 10.0, train, held) == 0.0
+
+
+def test_memorisation_rate_validation():
+    good = np.zeros((10, 3))
+    with pytest.raises(ValueError, match="quantile"):
+        memorisation_rate(good, good, good, quantile=0.0)
+    with pytest.raises(ValueError, match="same number of features"):
+        memorisation_rate(good, good, np.zeros((10, 2)))

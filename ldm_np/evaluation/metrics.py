@@ -13,6 +13,11 @@ Each metric compares two point clouds, ``a`` [n, d] and ``b`` [m, d]:
 - ``nearest_distance``: for each row of ``a``, the distance to its nearest
   row of ``b``. Samples against training data: very small distances mean the
   model copies its training set; large ones mean it draws off the data.
+- ``precision_recall``: k-NN precision and recall (Kynkaanniemi et al.,
+  2019): the share of samples inside the data's manifold (quality), and the
+  share of the data inside the samples' manifold (coverage).
+- ``memorisation_rate``: the share of samples nearer a training row than
+  held-out real rows usually come (below their 5th percentile).
 
 The metrics are not in the training loop, so they run on the host in NumPy
 and float64: CuPy inputs are copied to the host at the entrance.
@@ -32,8 +37,17 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_numpy
+from ..validation import check_float, check_int
 
-__all__ = ["frechet_distance", "frechet_distance_gaussians", "mmd", "nearest_distance"]
+__all__ = [
+    "frechet_distance",
+    "frechet_distance_gaussians",
+    "knn_radii",
+    "memorisation_rate",
+    "mmd",
+    "nearest_distance",
+    "precision_recall",
+]
 
 # Entries of a distance matrix held at once by the chunked loops (16 M float64
 # = 128 MB). Bounds memory whatever the sizes of a and b.
@@ -343,3 +357,114 @@ def nearest_distance(a: Any, b: Any) -> np.ndarray:
         nearest[start : start + step] = d2.argmin(axis=1)
     diff = a - b[nearest]  # [n, d]
     return np.sqrt(np.einsum("ij,ij->i", diff, diff))  # [n]
+
+
+# --------------------------------------------------------------------------
+# k-NN precision and recall
+# --------------------------------------------------------------------------
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The full matrix ||a_i - b_j||, [n, m]. Evaluation sizes (a few thousand rows) fit in memory."""
+    return np.sqrt(_sq_dists(a, b, np.einsum("ij,ij->i", b, b)))
+
+
+def knn_radii(x: Any, k: int = 3) -> np.ndarray:
+    """Distance from each row of ``x`` to its k-th nearest other row.
+
+        r_i = ||x_i - x_(k)||, the k-th smallest of ||x_i - x_j|| over j != i
+
+    The ball of radius r_i around x_i is the local estimate of the support
+    of x's distribution that k-NN precision and recall use.
+
+    Parameters
+    ----------
+    x : array [n, d], n > k.
+    k : the neighbour, >= 1.
+
+    Returns
+    -------
+    array [n] of float64.
+    """
+    x = _as_samples(x, "x", min_rows=2)
+    k = check_int(k, "k")
+    if k >= x.shape[0]:
+        raise ValueError(f"k must be smaller than the number of rows of x ({x.shape[0]}), got {k}")
+    d = _distances(x, x)  # [n, n]
+    np.fill_diagonal(d, np.inf)  # a row is not its own neighbour
+    return np.partition(d, k - 1, axis=1)[:, k - 1]  # [n]
+
+
+def _share_inside(points: np.ndarray, centres: np.ndarray, radii: np.ndarray) -> float:
+    """(1/n) sum_j 1[exists i: ||points_j - centres_i|| <= radii_i]."""
+    inside = _distances(points, centres) <= radii[None, :]  # [n, m]
+    return float(inside.any(axis=1).mean())
+
+
+def precision_recall(real: Any, fake: Any, k: int = 3) -> tuple[float, float]:
+    """k-NN precision and recall of ``fake`` samples against ``real`` data (Kynkaanniemi et al., 2019).
+
+        precision = (1/M) sum_j 1[exists i: ||g_j - r_i|| <= NND_k(r_i)]
+        recall    = (1/N) sum_i 1[exists j: ||r_i - g_j|| <= NND_k(g_j)]
+
+    with NND_k(r_i) the distance from r_i to its k-th nearest neighbour among
+    the real rows (``knn_radii``), and likewise for the samples g. Precision
+    is the share of samples that fall inside the real data's manifold (the
+    union of the balls around the real rows): low precision means samples
+    unlike any data. Recall is the share of real rows inside the samples'
+    manifold: low recall means parts of the data the model never draws.
+    Both depend on the sizes and on k: compare at matched N = M and one k.
+
+    Parameters
+    ----------
+    real : array [N, d], N > k.
+    fake : array [M, d], M > k.
+    k : the neighbour that sets each ball's radius (the paper uses 3).
+
+    Returns
+    -------
+    (precision, recall), floats in [0, 1].
+    """
+    real = _as_samples(real, "real")
+    fake = _as_samples(fake, "fake")
+    _check_widths(real, fake)
+    precision = _share_inside(fake, real, knn_radii(real, k))
+    recall = _share_inside(real, fake, knn_radii(fake, k))
+    return precision, recall
+
+
+# --------------------------------------------------------------------------
+# Memorisation
+# --------------------------------------------------------------------------
+
+
+def memorisation_rate(samples: Any, train: Any, held_out: Any, quantile: float = 0.05) -> float:
+    """Share of samples nearer a training row than held-out real rows usually are.
+
+        tau  = the ``quantile`` of { min_i ||h_j - x_i|| : h_j held out }
+        rate = (1/M) sum_m 1[min_i ||s_m - x_i|| < tau]
+
+    with x_i the training rows. Real data that the model never saw fall below
+    tau a ``quantile`` of the time by construction (5% by default); a model
+    that copies its training set scores near 1, one that draws new digits
+    near ``quantile``.
+
+    Parameters
+    ----------
+    samples : array [M, d], the generated rows.
+    train : array [N, d], the rows the model trained on.
+    held_out : array [H, d], real rows kept out of training.
+    quantile : in (0, 1].
+
+    Returns
+    -------
+    The rate, a float in [0, 1].
+    """
+    samples = _as_samples(samples, "samples", min_rows=1)
+    train = _as_samples(train, "train", min_rows=1)
+    held_out = _as_samples(held_out, "held_out", min_rows=1)
+    _check_widths(samples, train)
+    _check_widths(held_out, train)
+    quantile = check_float(quantile, "quantile", low=0.0, high=1.0, low_open=True)
+    tau = np.quantile(nearest_distance(held_out, train), quantile)
+    return float((nearest_distance(samples, train) < tau).mean())

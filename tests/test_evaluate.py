@@ -1,0 +1,114 @@
+"""Tests for the evaluation protocol of ldm_np.evaluation.evaluate on models with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ldm_np.evaluation.evaluate import (
+    evaluate_run,
+    format_table,
+    pca_features,
+    random_halves,
+    score_sets,
+    summarise,
+)
+
+
+class ReplayModel:
+    """A stand-in "model" whose samples are rows of a fixed pool and whose VAE is the identity.
+
+    sample(n, seed) draws n rows of ``pool`` without replacement, so a pool of
+    training rows is a generator that copies its training set, and a pool of
+    fresh draws from the data's distribution is a perfect generator.
+    """
+
+    def __init__(self, pool: np.ndarray, shift: float = 0.0) -> None:
+        self.pool, self.shift = pool, shift
+
+    def sample(self, n: int, *, seed: int = 0, **_: object) -> np.ndarray:
+        rows = np.random.default_rng(seed).choice(len(self.pool), n, replace=False)
+        return self.pool[rows] + self.shift
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return z
+
+
+def gaussian_data(n: int, seed: int) -> np.ndarray:
+    """Rows of one fixed correlated Gaussian in 6 dimensions."""
+    mix = np.random.default_rng(99).standard_normal((6, 6)) / 2 + np.eye(6)
+    return np.random.default_rng(seed).standard_normal((n, 6)) @ mix
+
+
+def split(n: int, held: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.arange(held, n), np.arange(held)
+
+
+def test_pca_features_project_on_the_axes_of_largest_variance():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 3)) * np.array([5.0, 1.0, 0.1])
+    phi = pca_features(x, 1)
+    f = phi(x)
+    assert f.shape == (500, 1)
+    # The first principal axis is the first coordinate (up to sign).
+    np.testing.assert_allclose(np.abs(f[:, 0]), np.abs(x[:, 0] - x[:, 0].mean()), atol=0.1)
+
+
+def test_random_halves_are_disjoint_and_of_the_given_size():
+    a, b = random_halves(101, 50, seed=3)
+    assert len(a) == len(b) == 50 and not set(a) & set(b)
+
+
+def test_reconstructions_that_are_exact_copies_score_the_floor_exactly():
+    X = gaussian_data(400, 1)
+    spaces = {"identity": lambda x: np.asarray(x, dtype=np.float64)}
+    res = score_sets({"recon": lambda rows: X[rows]}, X, spaces, size=200, num_splits=3)["identity"]
+    assert res["recon"] == res["real"]
+
+
+def test_a_perfect_generator_scores_near_the_floor_and_a_copier_is_caught():
+    X = gaussian_data(1200, 1)
+    train, held = split(len(X), 200)
+    fresh = ReplayModel(gaussian_data(3000, 2))
+    report = evaluate_run(fresh, X, train, held, num_samples=None, sample_seeds=3, num_splits=4)
+    assert report["size"] == 600
+    s = summarise(report)
+    for space in report["spaces"]:
+        ratio, spread = s[space]["samples"]["ratio"]
+        assert 0.7 < ratio < 1.4 and spread > 0.0
+        real_recall = s[space]["real"]["recall"][0]
+        assert abs(s[space]["samples"]["recall"][0] - real_recall) < 0.05
+        assert s[space]["VAE reconstructions"]["ratio"][0] == pytest.approx(1.0)
+    assert 0.02 < s["memorisation"][0] < 0.09
+
+    copier = ReplayModel(X[train])
+    assert (
+        summarise(evaluate_run(copier, X, train, held, sample_seeds=2, num_splits=2))["memorisation"][0]
+        == 1.0
+    )
+
+
+def test_a_shifted_generator_loses_precision_recall_and_its_ratio_grows():
+    X = gaussian_data(1000, 1)
+    train, held = split(len(X), 100)
+    report = evaluate_run(ReplayModel(gaussian_data(2000, 2), shift=2.0), X, train, held, sample_seeds=2)
+    s = summarise(report)
+    for space in report["spaces"]:
+        real, samples = s[space]["real"], s[space]["samples"]
+        assert samples["ratio"][0] > 5.0
+        assert samples["precision"][0] < real["precision"][0] - 0.2
+        assert samples["recall"][0] < real["recall"][0] - 0.2
+
+
+def test_the_table_names_every_row_and_space_and_skips_memorisation_without_held_out_rows():
+    X = gaussian_data(300, 1)
+    train, held = split(len(X), 5)
+    report = evaluate_run(ReplayModel(gaussian_data(600, 2)), X, train, held, sample_seeds=2, num_splits=2)
+    assert report["memorisation"] is None
+    text = format_table(report)
+    for words in ("Frechet distance", "real floor", "VAE reconstructions", "samples", "precision", "recall"):
+        assert words in text
+    assert "memorisation: not measured" in text and "data through PCA (6)" in text
