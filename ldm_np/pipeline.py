@@ -79,7 +79,6 @@ class LDMConfig:
     denoiser_batch_size: int = 256
     denoiser_lr: float = 1e-3
     warmup_steps: int = 200
-    lr_floor: float = 0.0  # both stages: cosine decay to lr_floor * the peak rate
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     min_snr_gamma: float | None = None
@@ -109,7 +108,6 @@ class LDMConfig:
         check_float(self.ema_decay, "ema_decay", low=0.0, high=1.0)
         check_float(self.grad_clip, "grad_clip", low=0.0, low_open=True)
         check_float(self.p_uncond, "p_uncond", low=0.0, high=1.0)
-        check_float(self.lr_floor, "lr_floor", low=0.0, high=1.0)
         if self.min_snr_gamma is not None:
             check_float(self.min_snr_gamma, "min_snr_gamma", low=0.0, low_open=True)
         return self
@@ -247,7 +245,7 @@ class LatentDiffusion:
             rng = step_rng(c.seed, VAE_STAGE, n, xp)
             x = Xs[batch_indices(rng, n_rows, bs)]
             eps = rng.standard_normal((bs, c.latent_size), dtype=c.dtype)
-            self.vae_optimizer.lr = learning_rate(n, c.vae_lr, warmup, c.vae_steps, c.lr_floor)
+            self.vae_optimizer.lr = learning_rate(n, c.vae_lr, warmup, c.vae_steps)
             return vae_step(
                 self.encoder,
                 self.decoder,
@@ -333,9 +331,7 @@ class LatentDiffusion:
                 # Label dropout: the same network learns the unconditional prediction.
                 drop = rng.random(bs) < c.p_uncond
                 labels_b = xp.where(drop, null, y[idx])
-            self.denoiser_optimizer.lr = learning_rate(
-                n, c.denoiser_lr, c.warmup_steps, c.denoiser_steps, c.lr_floor
-            )
+            self.denoiser_optimizer.lr = learning_rate(n, c.denoiser_lr, c.warmup_steps, c.denoiser_steps)
             return denoiser_step(
                 self.denoiser,
                 self.denoiser_optimizer,

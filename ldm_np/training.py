@@ -55,19 +55,17 @@ def step_rng(seed: int, stage: int, step: int, xp: Any = np) -> Any:
     return xp.random.default_rng(int(np.random.SeedSequence([seed, stage, step]).generate_state(1)[0]))
 
 
-def learning_rate(step: int, base_lr: float, warmup: int, total: int, final: float = 0.0) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``final * base`` at ``total``.
+def learning_rate(step: int, base_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``.
 
-    lr(n) = base * (n + 1) / warmup                                     for n < warmup
-    lr(n) = base * (f + (1 - f) * 0.5 * (1 + cos(pi * (n - warmup) / (total - warmup))))   after
-
-    with f = ``final``, the floor as a fraction of the peak (0: decay to 0).
+    lr(n) = base * (n + 1) / warmup                        for n < warmup
+    lr(n) = base * 0.5 * (1 + cos(pi * (n - warmup) / (total - warmup)))   after
     """
     if step < warmup:
         return base_lr * (step + 1) / warmup
     span = max(total - warmup, 1)
     progress = min((step - warmup) / span, 1.0)
-    return base_lr * (final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # --------------------------------------------------------------------------

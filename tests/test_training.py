@@ -133,12 +133,6 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert learning_rate(5, 1.0, 0, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
-def test_learning_rate_decays_to_its_floor():
-    assert learning_rate(9, 2.0, 10, 110, final=0.05) == pytest.approx(2.0)
-    assert learning_rate(60, 2.0, 10, 110, final=0.05) == pytest.approx(2.0 * (0.05 + 0.95 * 0.5))
-    assert learning_rate(110, 2.0, 10, 110, final=0.05) == pytest.approx(0.1)
-
-
 def test_step_rng_is_a_pure_function_of_seed_stage_step():
     a = step_rng(3, 1, 17).standard_normal(5)
     b = step_rng(3, 1, 17).standard_normal(5)
