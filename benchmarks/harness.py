@@ -166,12 +166,6 @@ def synchronizer(xp: Any) -> Callable[[], None]:
 # The NumPy (or CuPy) training steps: the library's own
 # --------------------------------------------------------------------------
 
-# Gradients the steps never compute: the time MLP's input is the fixed
-# sinusoidal embedding, so the denoiser skips that dx; the VAE step asks the
-# encoder not to compute dL/dx of the data (PyTorch skips both as well).
-DENOISER_SKIP_DX: tuple[str, ...] = ("time_mlp_1",)
-VAE_SKIP_DX: tuple[str, ...] = ("enc_dense_0",)  # Encoder.backward(..., input_grad=False)
-
 
 @dataclass
 class VAEStep:
@@ -277,7 +271,9 @@ class MatmulPlan:
         forward     x @ W          [B, in] x [in, out]
         backward    dy @ W.T       [B, out] x [out, in]   (W.T a transposed view)
                     x.T @ dy       [in, B] x [B, out]     (x.T a transposed view)
-    and skips ``dy @ W.T`` where the step never uses that gradient.
+    The library's backward computes all three for every layer, also the dx of
+    the first layers that no step uses (the denoiser's time MLP and the
+    encoder's input); PyTorch's autograd skips those two.
     """
 
     xp: Any
@@ -293,7 +289,6 @@ class MatmulPlan:
         batch: int,
         *,
         backward: bool = True,
-        skip_dx: tuple[str, ...] = (),
     ) -> MatmulPlan:
         rng = np.random.default_rng(0)
 
@@ -302,16 +297,15 @@ class MatmulPlan:
 
         ops = []
         flops = 0.0
-        for name, fan_in, fan_out in layers:
+        for _name, fan_in, fan_out in layers:
             x, w, dy = rand(batch, fan_in), rand(fan_in, fan_out), rand(batch, fan_out)
             ops.append((x, w, xp.empty((batch, fan_out), dtype=dtype)))
             flops += 2.0 * batch * fan_in * fan_out
             if backward:
                 ops.append((x.T, dy, xp.empty((fan_in, fan_out), dtype=dtype)))
                 flops += 2.0 * batch * fan_in * fan_out
-                if name not in skip_dx:
-                    ops.append((dy, w.T, xp.empty((batch, fan_in), dtype=dtype)))
-                    flops += 2.0 * batch * fan_in * fan_out
+                ops.append((dy, w.T, xp.empty((batch, fan_in), dtype=dtype)))
+                flops += 2.0 * batch * fan_in * fan_out
         return cls(xp, ops, flops)
 
     def __call__(self) -> None:

@@ -239,7 +239,7 @@ class Bench:
         x = self.data((batch, i), seed=10, kind="uniform")
         step = harness.VAEStep(enc, dec, x, default_rng(0, self.xp))
         layers = harness.dense_layers(enc) + harness.dense_layers(dec)
-        plan = harness.MatmulPlan.build(self.xp, np.float32, layers, batch, skip_dx=harness.VAE_SKIP_DX)
+        plan = harness.MatmulPlan.build(self.xp, np.float32, layers, batch)
         torch_fn = None
         if self.torch is not None:
             tenc = self.tr.copy_from_ldm(self.tr.TorchEncoder(i, lat, h), enc).to(self.tdev)
@@ -266,9 +266,7 @@ class Bench:
         model, tmodel = self.denoiser_models(latent)
         z0 = self.data((batch, latent), seed=11)
         step = harness.DenoiserStep(model, self.schedule, z0, default_rng(0, self.xp))
-        plan = harness.MatmulPlan.build(
-            self.xp, np.float32, harness.dense_layers(model), batch, skip_dx=harness.DENOISER_SKIP_DX
-        )
+        plan = harness.MatmulPlan.build(self.xp, np.float32, harness.dense_layers(model), batch)
         torch_fn = None
         if tmodel is not None:
             torch_fn = self.tr.TorchDenoiserStep(tmodel, self.schedule, self.tensor(z0))
