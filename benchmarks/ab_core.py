@@ -2,6 +2,7 @@
 
     python benchmarks/ab_core.py OLD NEW [--rounds 15] [--steps 5] [--threads N]
     python benchmarks/ab_core.py /work/wt/base /work/main          # before and after a change
+    python benchmarks/ab_core.py OLD NEW --demo 3                  # and the demo's training time, 3 runs each
 
 OLD and NEW are checkouts (folders that hold ``ldm_np/``). Each runs in its
 own worker process (``PYTHONPATH`` = that checkout alone, so the two
@@ -20,6 +21,12 @@ The cases (float32, fixed data, the library's public step functions):
   latent 8, hidden 256, beta 1, recon_std 0.1) at batch 128 (the demo's).
 
 A round's time for one side is the median of ``--steps`` consecutive steps.
+``--demo N`` adds the demo's training time: ``python -m ldm_np demo
+--no-progress`` run N times per side, alternating, each in a fresh process
+and a temporary run folder, timed by the "trained in ... s" line the CLI
+prints (both stages, without the evaluation that follows); about two minutes
+a run on 2 quiet cores.
+
 The table gives, per case and side, the median and [min, max] over rounds,
 and the ratio NEW / OLD: the median and range of the per-round ratios (each
 ratio pairs two runs a few hundred milliseconds apart). The header names the
@@ -32,9 +39,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -150,13 +159,24 @@ class Side:
         return self.read()["median"]
 
     def close(self) -> None:
-        if self.proc.stdin:
+        if self.proc.stdin and not self.proc.stdin.closed:
             self.proc.stdin.close()
         self.proc.wait(timeout=30)
 
 
+def demo_training_seconds(checkout: Path, out: Path) -> float:
+    """Run ``python -m ldm_np demo`` from ``checkout``; the training time it reports."""
+    env = dict(os.environ, PYTHONPATH=str(checkout), MPLBACKEND="Agg")
+    cmd = [sys.executable, "-m", "ldm_np", "demo", "--out", str(out), "--no-progress"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=checkout, check=False)
+    found = re.search(r"trained in ([\d.]+) s", run.stdout)
+    if run.returncode != 0 or not found:
+        raise RuntimeError(f"demo in {checkout} failed (exit {run.returncode}): {run.stderr.strip()[-500:]}")
+    return float(found.group(1))
+
+
 def fmt_ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds * 1e3:.1f} ms"
 
 
 def summary(times: list[float]) -> str:
@@ -179,6 +199,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="BLAS threads for both sides (OPENBLAS/OMP/MKL_NUM_THREADS; default: the environment's)",
     )
     p.add_argument(
+        "--demo", type=int, default=0, metavar="N", help="also time the demo's training, N runs per side"
+    )
+    p.add_argument(
         "--quick", action="store_true", help="small batches, for a smoke test (numbers meaningless)"
     )
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -198,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(args.threads)  # before NumPy loads, here and in both workers
+    args.old, args.new = args.old.resolve(), args.new.resolve()
     for checkout in (args.old, args.new):
         if not (checkout / "ldm_np" / "__init__.py").is_file():
             print(f"benchmarks/ab_core.py: {checkout} holds no ldm_np/ package", file=sys.stderr)
@@ -244,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(SETTLE_S)
                         times[case][side.label].append(side.time(case, args.steps))
                 print(f"  round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+            for side in sides:
+                side.close()
+            if args.demo:
+                name = "demo training (python -m ldm_np demo)"
+                times[name] = {"old": [], "new": []}
+                with tempfile.TemporaryDirectory() as tmp:
+                    for r in range(args.demo):
+                        for side in sides if r % 2 == 0 else sides[::-1]:
+                            out = Path(tmp) / f"{side.label}{r}"
+                            times[name][side.label].append(demo_training_seconds(side.checkout, out))
+                        print(f"  demo run {r + 1}/{args.demo} done", file=sys.stderr, flush=True)
         except RuntimeError as exc:
             print(f"benchmarks/ab_core.py: {exc}", file=sys.stderr)
             return 1
