@@ -381,6 +381,10 @@ show(fig, TUTORIAL, "where_the_time_goes")
 
 
 # %%
+# The schedule in each dtype: float64 for the exactness check, float32 for the timing.
+schedule_of = {np.dtype(np.float32): schedule, np.dtype(np.float64): make_schedule(1000, dtype="float64")}
+
+
 def shard_loss_and_grads(model, z0, t, noise):
     """Forward and backward of one shard: its mean loss L_k and dL_k/dtheta (the model's grads)."""
     z_t = q_sample(schedule_of[model.dtype], z0, t, noise)  # [n_k, latent]
@@ -403,9 +407,6 @@ def data_parallel_grads(models, pool, z0, t, noise):
     }
     return loss, grads
 
-
-# The schedule in each dtype: float64 for the exactness check, float32 for the timing.
-schedule_of = {np.dtype(np.float32): schedule, np.dtype(np.float64): make_schedule(1000, dtype="float64")}
 
 # %% [markdown]
 # First the claim: in float64, an odd batch (so the shards differ in size and
