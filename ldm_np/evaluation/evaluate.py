@@ -338,7 +338,7 @@ def format_table(report: dict[str, Any]) -> str:
     """The evaluation as a text table: each feature space, then memorisation."""
     r, summary = report, summarise(report)
 
-    def pm(ms: tuple[float, float], fmt: str = ".3g") -> str:
+    def pm(ms: tuple[float, float], fmt: str = "#.3g") -> str:
         return f"{ms[0]:{fmt}} ± {ms[1]:{fmt}}"
 
     lines = [
