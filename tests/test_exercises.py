@@ -141,7 +141,7 @@ def test_each_region_becomes_one_indented_stub_under_the_kept_docstring(student,
         docs = {}
         for root in (REPO, student):
             tree = exercises.parse_python((root / ex.path).read_text())
-            fn = dict(exercises._functions(tree))[ex.function]
+            fn = dict(exercises.markers._functions(tree))[ex.function]
             docs[root] = ast.get_docstring(fn)
             if root is student:  # the body after the docstring starts or ends with the stub
                 stubs = [n for n in ast.walk(fn) if isinstance(n, ast.Raise) and "exercise" in ast.unparse(n)]

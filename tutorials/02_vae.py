@@ -148,7 +148,8 @@ for j, ax in enumerate(axes):
     ax.set_title(f"dimension {j}: mu = {m:g}, variance = {var:g}")
     ax.set_xlabel("z")
     ax.set_ylabel("density")
-axes[0].legend(loc="upper left", fontsize=8)
+handles, legend_labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, legend_labels, loc="outside lower center", ncols=3, fontsize=8)  # below, off the data
 fig.suptitle("Reparameterized samples vs the target posterior")
 show(fig, TUTORIAL, "reparameterization_histograms")
 good_var_rel = np.abs(z_good.var(axis=0) / np.exp(log_var[0]) - 1)
@@ -228,9 +229,14 @@ show(fig, TUTORIAL, "kl_monte_carlo")
 #
 # With `beta = 1` this is exactly `-ELBO` up to the constant
 # `(64 / 2) log(2 pi recon_std^2)` that the Gaussian's normaliser adds. Both
-# terms are *sums* over dimensions, so they are in the same units and the
-# balance between them does not depend on how many pixels or latents there
-# are. (`mse_loss` averages over every entry; `vae_step` rescales it.)
+# terms are *sums* over dimensions, so they are in the same units (nats) and
+# `beta = 1` is the exact ELBO, whatever the sizes. The balance between them
+# does depend on the sizes: the reconstruction term grows with the number of
+# pixels (64 here) and the KL with the number of latents, so the same
+# `recon_std` gives the KL relatively less weight on a larger image. That is
+# why `recon_std` (or `beta`) is tuned per data set, and why a loss that
+# *averages* over pixels, as `mse_loss` does, silently changes `beta`
+# (`vae_step` rescales it back to a sum).
 #
 # The pipeline standardises the data first (subtract each pixel's mean,
 # divide by one global standard deviation), so `recon_std = 0.1` means 0.1

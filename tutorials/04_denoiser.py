@@ -77,8 +77,8 @@ schedule = make_schedule(T, 1e-4, 0.02, "linear")  # float32, as the models
 # choices of `s`:
 #
 # - `"index"`: `s = t`, an integer in 0..999 (DDPM, and ldm_np's default);
-# - `"fraction"`: `s = t / T`, in [0, 1) (the form of the design ldm_np
-#   started from).
+# - `"fraction"`: `s = t / T`, in [0, 1) (the form of Edifice's
+#   LatentDiffusion, the design ldm_np started from).
 #
 # With `s < 1`, only a channel whose frequency is near 1 or above turns
 # noticeably; a channel with `w_i = 0.01` moves by at most 0.01 radians over
@@ -322,7 +322,10 @@ print("epsilon -> v -> epsilon round trip, largest error:", f"{np.abs(round_trip
 # weighting of the timesteps: epsilon prediction puts enormous weight on the
 # nearly clean steps (SNR ~ 1e4 at t = 0) and almost none on the noisy ones;
 # x0 prediction weights all steps alike in x0 terms, so it barely cares about
-# the last details; v sits in between and never weights a step below 1.
+# the last details. v does not sit in between: its weight `SNR_t + 1` is the
+# sum of the other two, above both at every step. Near the clean end it
+# behaves like epsilon; what it adds is a floor of 1 on the noisy steps,
+# where epsilon's weight falls towards 0.
 # Min-SNR-gamma weighting (Hang et al., 2023) caps the weight at gamma for
 # every type. We measure these ratios with `convert_prediction` on the real
 # 1,000-step schedule.
@@ -379,7 +382,9 @@ print(
 # 3e-3) with warm-up and cosine decay, gradient clipping at 1, an EMA of the
 # weights (decay 0.995) used for sampling. The loop is what
 # `LatentDiffusion.fit_denoiser` runs, written out: one `denoiser_step` per
-# batch, its randomness seeded by the step number.
+# batch, its randomness seeded by the step number. To look at samples we use
+# the DDIM sampler (deterministic, 50 steps) as a black box here: tutorial 5
+# derives it and the DDPM sampler step by step.
 
 # %%
 STEPS = pick(1200, 40)
@@ -508,8 +513,11 @@ for pt in PREDICTION_TYPES:
 # `a_t` (0.006 at the last step) and amplifies every error. Sampling does not
 # suffer from it here, because the DDIM update multiplies that estimate by
 # `sqrt(alpha_bar_prev)`, which is almost as small. It does matter for a
-# schedule with zero terminal SNR, where `a_{T-1} = 0` and epsilon prediction
-# is undefined: the usual reason given for v.
+# schedule with zero terminal SNR, where `a_T = 0` at the last step: there
+# `x_T = eps` exactly, so an epsilon prediction can be perfect and still say
+# nothing about x0, and recovering x0 from it, `(x_t - s_t eps_hat) / a_t`,
+# divides by zero. The v form recovers it without a division,
+# `x0 = a_t x_t - s_t v_hat`: the usual reason given for v.
 #
 # ## 6. "index" vs "fraction": a measured comparison
 #

@@ -20,8 +20,8 @@
 # - Split a training step across CPU cores (data parallelism) and say why it
 #   gains less than the number of cores.
 #
-# **Prerequisites**: tutorials 1-3 (layers, their backward passes, the
-# denoiser). No GPU needed: without one, everything runs on the CPU and the
+# **Prerequisites**: tutorials 1 (layers and their backward passes) and 4
+# (the denoiser). No GPU needed: without one, everything runs on the CPU and the
 # tutorial says so.
 #
 # **How to run**: `python tutorials/08_gpu_and_speed.py` (under a minute,
@@ -166,7 +166,8 @@ print(f"float32 array * mask.astype(float32)  -> {(a * np.array([1, 0, 1]).astyp
 #
 # ## 4. Where the time goes: one training step of the denoiser, taken apart
 #
-# We use the sizes of the original design: latent 32, hidden `h = 256`, 4
+# We use the sizes of Edifice's LatentDiffusion, the design ldm_np started
+# from: latent 32, hidden `h = 256`, 4
 # residual blocks, batch `B` of 256 and 1,024 (the denoiser is the part that
 # trains longest). One step is
 #
