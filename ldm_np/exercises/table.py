@@ -74,7 +74,7 @@ EXERCISES: tuple[Exercise, ...] = (
              _tests("test_layers.py", "test_layernorm_gradients", "test_layernorm_near_constant_rows"),
              probe_layernorm_backward),
     Exercise("reparameterize_backward", "ldm_np/vae.py:reparameterize_backward", "02_vae",
-             _tests("test_vae.py", "test_reparameterize_with_noise_gradients", "test_reparameterize_keeps_dtype"),
+             _tests("test_vae.py", "test_reparameterize_forward_gradients", "test_reparameterize_keeps_dtype"),
              probe_reparameterize_backward),
     Exercise("kl_divergence_backward", "ldm_np/losses.py:kl_divergence_backward", "02_vae",
              _tests("test_losses.py", "test_kl_divergence_backward", "test_kl_divergence_is_zero_for_the_prior",
