@@ -32,12 +32,15 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ldm_np import exercises
@@ -106,6 +109,82 @@ def test_check_passes_on_this_repository(capsys, regions):
     assert exercises.main(["check"]) == 0
     assert f"ok: {len(EXERCISES)} exercise regions" in capsys.readouterr().out
     assert set(regions) == set(BY_ID)
+
+
+def _normalised(source: str) -> str:
+    """Source without whitespace and array-module prefixes, so `np.sqrt(a) * b` matches `xp.sqrt(a)*b`."""
+    return re.sub(r"\b(?:np|xp|math|numpy)\.", "", re.sub(r"\s+", "", source))
+
+
+def solution_expressions(region: exercises.Region) -> set[str]:
+    """The right-hand sides and returned expressions of a region that compute something (an operator)."""
+    lines = (REPO / region.path).read_text().splitlines()[region.begin : region.end - 1]
+    body = textwrap.dedent("\n".join(lines))
+    found = set()
+    for node in ast.walk(ast.parse(body)):
+        value = (
+            getattr(node, "value", None)
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.Return))
+            else None
+        )
+        if value is not None and any(isinstance(n, ast.BinOp) for n in ast.walk(value)):
+            text = _normalised(ast.unparse(value))
+            if len(text) >= 8:
+                found.add(text)
+    return found
+
+
+def graded_source(nodeid: str) -> str:
+    """The source of a graded test function and of every function of its file that it calls, transitively."""
+    file, _, name = nodeid.partition("::")
+    tree = ast.parse((REPO / file).read_text())
+    text = (REPO / file).read_text()
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    todo, seen, parts = [name.split("[", 1)[0]], set(), []
+    while todo:
+        fn = functions.get(todo.pop())
+        if fn is None or fn.name in seen:
+            continue
+        seen.add(fn.name)
+        parts.append(ast.get_source_segment(text, fn) or "")
+        todo += [n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in functions]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("exercise", [ex.id for ex in EXERCISES])
+def test_no_graded_test_contains_its_exercise_s_solution(exercise, regions):
+    """A student copy ships the graded tests: none may hold an expression of the solution it grades."""
+    expressions = solution_expressions(regions[exercise])
+    assert expressions, f"{exercise}: no solution expression found (the check would prove nothing)"
+    for nodeid in BY_ID[exercise].tests:
+        source = _normalised(graded_source(nodeid))
+        leaked = sorted(e for e in expressions if e in source)
+        assert not leaked, f"{nodeid} contains the solution of {exercise}: {leaked}"
+
+
+def test_the_proof_of_no_leak_can_fail(regions, tmp_path):
+    """The check above finds a solution expression pasted into a test."""
+    expression = sorted(solution_expressions(regions["dense_backward"]))[0]
+    assert expression in _normalised(f"def test_x():\n    expected = {expression}\n")
+
+
+def test_stored_outputs_of_the_graded_tests_are_the_reference_s_own():
+    """tests/data/graded_exercises.npz equals what this project's code computes on the same inputs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        import test_graded_exercises as graded
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    with np.load(graded.EXPECTED) as stored:
+        keys = set(stored.files)
+        computed = {}
+        for exercise, cases in graded.CASES.items():
+            for k, (name, _, compute) in enumerate(cases()):
+                computed[f"{exercise}.{k}"] = np.asarray(compute())
+                np.testing.assert_allclose(
+                    stored[f"{exercise}.{k}"], computed[f"{exercise}.{k}"], rtol=1e-12, err_msg=name
+                )
+    assert keys == set(computed), "rerun: python tests/test_graded_exercises.py --record"
 
 
 # --------------------------------------------------------------------------

@@ -127,17 +127,23 @@ def grade_exercise(ex: Exercise, run: RunResult) -> Grade:
     own = [n for n, r in failures.items() if r.get("exercise") == ex.id]
     if failures and len(own) == len(failures):
         return Grade(ex, "not attempted", passed, len(rows), None)
+    gradients = ""  # the probe's row per gradient, when it ran and found an error
+    if probe.get("status") == "ok" and error is not None and not error < TOLERANCE:
+        gradients = (
+            f"gradient check against finite differences (tolerance {TOLERANCE:.0e}):\n{probe['message']}"
+        )
     if failures:
         nodeid, r = next((n, r) for n, r in failures.items() if r.get("exercise") != ex.id)
         other = r.get("exercise")
         why = f"needs exercise '{other}' first" if other else r.get("message", "")
-        return Grade(ex, "failed", passed, len(rows), error, f"{nodeid}: {why}", nodeid)
+        detail = f"{nodeid}:\n{why}" + (f"\n{gradients}" if gradients and not other else "")
+        return Grade(ex, "failed", passed, len(rows), error, detail, nodeid)
     if ex.probe is not None and probe.get("status") != "ok":
         return Grade(
             ex, "failed", passed, len(rows), None, f"gradient probe: {probe.get('message', 'did not run')}"
         )
-    if error is not None and not error < TOLERANCE:
-        return Grade(ex, "failed", passed, len(rows), error, f"gradient error {error:.1e} >= {TOLERANCE:.0e}")
+    if gradients:
+        return Grade(ex, "failed", passed, len(rows), error, gradients)
     return Grade(ex, "passed", passed, len(rows), error)
 
 
@@ -169,8 +175,10 @@ def format_grades(grades: Sequence[Grade]) -> str:
     lines.append("")
     lines.append(f"{len(grades)} exercises: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     for g in grades:
-        if g.detail:
-            lines.append(f"  {g.exercise.id}: {g.detail}")
+        if g.detail:  # the first line beside the id, the rest indented under it
+            first, *rest = g.detail.split("\n")
+            lines.append(f"  {g.exercise.id}: {first}")
+            lines.extend(f"      {line}" for line in rest)
     return "\n".join(lines)
 
 

@@ -6,17 +6,36 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
-from .markers import PROJECT_ROOT, MarkerError, Region, _check_against_table, _scan, project_files, stub_out
+from .markers import (
+    PROJECT_ROOT,
+    MarkerError,
+    Region,
+    _check_against_table,
+    _scan,
+    derive_out,
+    project_files,
+    scan_markers,
+    stub_out,
+)
 from .table import BY_ID
 
 
-def build(out: Path, root: Path = PROJECT_ROOT, exercise_ids: Iterable[str] | None = None) -> list[Region]:
+def build(
+    out: Path,
+    root: Path = PROJECT_ROOT,
+    exercise_ids: Iterable[str] | None = None,
+    *,
+    derive: bool = False,
+) -> list[Region]:
     """Write a student copy of the project at ``root`` into ``out`` (new or empty).
 
     Every exercise is stubbed out, or only those in ``exercise_ids``: the
     others keep their solution (without the markers), for a class that does
-    only some of the tutorials. Returns the stubbed regions. Nothing is
-    written if a marker is wrong or a stubbed file would not compile.
+    only some of the tutorials. With ``derive`` the stubbed exercises also lose
+    the ``Formula:`` paragraph of their docstring ("derive, then implement");
+    without it the formula stays ("implement"). Returns the stubbed regions
+    (line numbers of the project, not of the copy). Nothing is written if a
+    marker is wrong or a stubbed file would not compile.
     """
     root, out = Path(root).resolve(), Path(out).resolve()
     if out == root or root.is_relative_to(out):
@@ -31,9 +50,13 @@ def build(out: Path, root: Path = PROJECT_ROOT, exercise_ids: Iterable[str] | No
     chosen = set(BY_ID if exercise_ids is None else exercise_ids)
     stubbed: dict[str, str] = {}
     for path in sorted({r.path for r in regions}):
+        text = texts[path]
         here = [r for r in regions if r.path == path]
+        if derive:  # remove the formulas first, then find the regions again in the shorter text
+            text = derive_out(text, [r for r in here if r.id in chosen])
+            here = scan_markers(path, text)[0]
         stubbed[path] = stub_out(
-            texts[path], [r for r in here if r.id in chosen], [r for r in here if r.id not in chosen]
+            text, [r for r in here if r.id in chosen], [r for r in here if r.id not in chosen]
         )
         try:
             compile(stubbed[path], path, "exec")

@@ -304,3 +304,51 @@ def stub_out(text: str, regions: Sequence[Region], solved: Sequence[Region] = ()
         else:
             del lines[r.end - 1], lines[r.begin - 1]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# The derive level: the docstring's formula paragraph removed
+# --------------------------------------------------------------------------
+
+DERIVE_HEADER = "Formula:"  # a docstring paragraph starting with this line is what --derive removes
+DERIVE_STUB = "Formula: not given; derive it from the definitions above, then implement it."
+
+
+def formula_paragraph(text: str, region: Region) -> tuple[int, int] | None:
+    """The 1-based first and last line of the ``Formula:`` paragraph in the docstring of the
+    function that holds ``region``, or None if its docstring has none.
+
+    The paragraph runs from the header line to the line before the next blank
+    line or the docstring's closing quotes.
+    """
+    enclosing = [
+        fn for _, fn in _functions(parse_python(text)) if fn.lineno < region.begin <= (fn.end_lineno or 0)
+    ]
+    if not enclosing:
+        return None
+    fn = max(enclosing, key=lambda f: f.lineno)
+    doc = fn.body[0] if fn.body else None
+    if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)):
+        return None
+    lines = text.split("\n")
+    for first in range(doc.lineno, (doc.end_lineno or doc.lineno) + 1):
+        if lines[first - 1].strip() == DERIVE_HEADER:
+            last = first
+            while (
+                last < (doc.end_lineno or last)
+                and lines[last].strip()
+                and not lines[last].strip().startswith('"""')
+            ):
+                last += 1
+            return first, last
+    return None
+
+
+def derive_out(text: str, regions: Sequence[Region]) -> str:
+    """``text`` with the formula paragraph of each region's function replaced by ``DERIVE_STUB``."""
+    lines = text.split("\n")
+    found = [(span, r) for r in regions if (span := formula_paragraph(text, r)) is not None]
+    for (first, last), _ in sorted(found, key=lambda item: item[0][0], reverse=True):
+        indent = lines[first - 1][: len(lines[first - 1]) - len(lines[first - 1].lstrip())]
+        lines[first - 1 : last] = [indent + DERIVE_STUB]
+    return "\n".join(lines)

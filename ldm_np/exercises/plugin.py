@@ -46,7 +46,7 @@ def pytest_exception_interact(node: Any, call: Any, report: Any) -> None:
         return
     exc = call.excinfo.value
     text = str(exc).strip()
-    entry["message"] = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+    entry["message"] = _clip(f"{type(exc).__name__}: {text}")  # the whole message, every line
     if id(exc) not in _SEEN:
         captured = "\n".join(content for _, content in getattr(report, "sections", []))
         _SEEN[id(exc)] = (exc, _stub_of(exc, captured))
@@ -127,18 +127,23 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 def _run_probe(ex: Exercise) -> dict[str, Any]:
     try:
         with np.errstate(all="ignore"):
-            error = float(ex.probe())  # type: ignore[misc]
+            report = ex.probe()  # type: ignore[misc]
     except NotImplementedError as e:
         if _NIE_MESSAGE.match(str(e)):
             return {"status": "not attempted", "error": None, "message": str(e)}
         return {"status": "error", "error": None, "message": f"NotImplementedError: {e}"}
     except Exception as e:
         return {"status": "error", "error": None, "message": f"{type(e).__name__}: {e}"[:300]}
-    return {"status": "ok", "error": error, "message": ""}
+    return {"status": "ok", "error": float(report.error), "message": report.explain()}
 
 
 def _failure_line(text: str) -> str:
-    """The exception line of a pytest failure text ("E   ValueError: ..."), else its last line."""
+    """The exception lines of a pytest failure text ("E   ValueError: ..."), else its last line."""
     lines = [line for line in text.splitlines() if line.strip()]
     errors = [line[1:].strip() for line in lines if line.startswith("E ")]
-    return (errors[0] if errors else (lines[-1].strip() if lines else ""))[:300]
+    return _clip("\n".join(errors) if errors else (lines[-1].strip() if lines else ""))
+
+
+def _clip(text: str, limit: int = 4000) -> str:
+    """At most ``limit`` characters: enough for any assertion message, not for a runaway repr."""
+    return text if len(text) <= limit else text[:limit] + " ..."

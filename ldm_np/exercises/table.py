@@ -64,46 +64,55 @@ def _tests(file: str, *names: str) -> tuple[str, ...]:
     return tuple(f"tests/{file}::{name}" for name in names)
 
 
+def _graded(*names: str) -> tuple[str, ...]:
+    """Tests of tests/test_graded_exercises.py: first, so a failure shows their explanation."""
+    return _tests("test_graded_exercises.py", *names)
+
+
 # fmt: off
 EXERCISES: tuple[Exercise, ...] = (
     Exercise("dense_backward", "ldm_np/layers.py:dense_backward", "01_dense_and_backprop",
-             _tests("test_layers.py", "test_dense_gradients"), probe_dense_backward),
+             _graded("test_dense_backward_gradients") + _tests("test_layers.py", "test_dense_gradients"),
+             probe_dense_backward),
     Exercise("silu_backward", "ldm_np/layers.py:silu_backward", "01_dense_and_backprop",
-             _tests("test_layers.py", "test_silu_values_and_gradient"), probe_silu_backward),
+             _graded("test_silu_backward_gradients") + _tests("test_layers.py", "test_silu_values_and_gradient"),
+             probe_silu_backward),
     Exercise("layernorm_backward", "ldm_np/layers.py:layernorm_backward", "01_dense_and_backprop",
-             _tests("test_layers.py", "test_layernorm_gradients", "test_layernorm_near_constant_rows"),
+             _graded("test_layernorm_backward_gradients")
+             + _tests("test_layers.py", "test_layernorm_gradients", "test_layernorm_near_constant_rows"),
              probe_layernorm_backward),
     Exercise("reparameterize_backward", "ldm_np/vae.py:reparameterize_backward", "02_vae",
-             _tests("test_vae.py", "test_reparameterize_forward_gradients", "test_reparameterize_keeps_dtype"),
+             _graded("test_reparameterize_backward_gradients")
+             + _tests("test_vae.py", "test_reparameterize_forward_gradients", "test_reparameterize_keeps_dtype"),
              probe_reparameterize_backward),
     Exercise("kl_divergence_backward", "ldm_np/losses.py:kl_divergence_backward", "02_vae",
-             _tests("test_losses.py", "test_kl_divergence_backward", "test_kl_divergence_is_zero_for_the_prior",
-                    "test_losses_keep_float32", "test_mse_and_kl_gradients_compose"),
+             _graded("test_kl_divergence_backward_gradients")
+             + _tests("test_losses.py", "test_kl_divergence_backward", "test_kl_divergence_is_zero_for_the_prior",
+                      "test_losses_keep_float32", "test_mse_and_kl_gradients_compose"),
              probe_kl_divergence_backward),
     Exercise("adam_step", "ldm_np/optim.py:Adam.step", "02_vae",
-             _tests("test_optim.py", "test_adam_first_two_steps_by_hand",
-                    "test_adam_and_adamw_match_the_reference_over_several_steps",
-                    "test_l2_and_decoupled_weight_decay_differ_as_specified", "test_defaults",
-                    "test_a_quadratic_is_minimised",
-                    "test_state_round_trip_through_a_file_gives_identical_next_steps",
-                    "test_float32_params_and_state_stay_float32")),
+             _graded("test_adam_step_on_stored_cases", "test_adam_first_step_moves_each_parameter_by_about_lr")
+             + _tests("test_optim.py", "test_l2_and_decoupled_weight_decay_differ_as_specified", "test_defaults",
+                      "test_a_quadratic_is_minimised",
+                      "test_state_round_trip_through_a_file_gives_identical_next_steps",
+                      "test_float32_params_and_state_stay_float32")),
     Exercise("q_sample", "ldm_np/diffusion.py:q_sample", "03_noise_schedules",
-             _tests("test_diffusion.py", "test_q_sample_on_hand_made_arrays", "test_q_sample_int_t_equals_array_t",
-                    "test_q_sample_mean_and_variance_match_the_closed_form")),
+             _graded("test_q_sample_on_stored_cases")
+             + _tests("test_diffusion.py", "test_q_sample_int_t_equals_array_t",
+                      "test_q_sample_mean_and_variance_match_the_closed_form")),
     Exercise("diffusion_loss", "ldm_np/diffusion.py:diffusion_loss", "04_denoiser",
-             _tests("test_diffusion.py", "test_loss_value_matches_the_definition",
-                    "test_loss_gradient_against_finite_differences",
-                    "test_min_snr_with_a_huge_gamma_is_plain_mse_for_epsilon", "test_loss_accepts_an_int_t"),
+             _graded("test_diffusion_loss_gradient", "test_diffusion_loss_on_stored_cases")
+             + _tests("test_diffusion.py", "test_loss_gradient_against_finite_differences",
+                      "test_min_snr_with_a_huge_gamma_is_plain_mse_for_epsilon", "test_loss_accepts_an_int_t"),
              probe_diffusion_loss),
     Exercise("ddpm_posterior_mean", "ldm_np/samplers.py:_ddpm_update", "05_sampling",
-             _tests("test_samplers.py", "test_ddpm_step_on_hand_made_arrays",
-                    "test_posterior_mean_from_x0_hat_equals_the_eps_form", "test_ddpm_adds_no_noise_at_t_zero",
-                    "test_ddpm_clip_sample")),
+             _graded("test_ddpm_posterior_mean_on_stored_cases")
+             + _tests("test_samplers.py", "test_ddpm_adds_no_noise_at_t_zero", "test_ddpm_clip_sample")),
     Exercise("ddim_step", "ldm_np/samplers.py:_ddim_update", "05_sampling",
-             _tests("test_samplers.py", "test_ddim_step_on_hand_made_arrays", "test_ddim_eta_zero_is_deterministic",
-                    "test_ddim_final_alpha", "test_ddim_per_row_timesteps_equal_per_row_calls",
-                    "test_ddim_gives_the_same_step_for_every_prediction_type",
-                    "test_ddim_clipping_recomputes_eps_from_the_clipped_x0")),
+             _graded("test_ddim_step_on_stored_cases")
+             + _tests("test_samplers.py", "test_ddim_eta_zero_is_deterministic",
+                      "test_ddim_per_row_timesteps_equal_per_row_calls",
+                      "test_ddim_gives_the_same_step_for_every_prediction_type")),
 )
 # fmt: on
 
