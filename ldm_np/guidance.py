@@ -98,7 +98,9 @@ def guide(cond: Any, uncond: Any, w: float) -> Any:
     (a NumPy float64 scalar would turn float32 arrays into float64).
     w = 0 returns ``uncond`` exactly.
     """
+    ### BEGIN SOLUTION guide
     return uncond + float(w) * (cond - uncond)  # [batch, latent]
+    ### END SOLUTION
 
 
 def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
@@ -112,6 +114,7 @@ def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
     row. A row of ``guided`` with zero spread is left as it is.
     """
     phi = check_float(phi, "phi", low=0.0, high=1.0)
+    ### BEGIN SOLUTION rescale_guidance
     if phi == 0.0:
         return guided
     xp = get_array_module(guided, cond)
@@ -121,6 +124,7 @@ def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
     factor = xp.where(spread, std_cond / xp.where(spread, std_guided, 1.0), 1.0)  # [batch, 1]
     factor = (phi * factor + (1.0 - phi)).astype(guided.dtype)
     return guided * factor  # [batch, latent]
+    ### END SOLUTION
 
 
 def classifier_free_guidance_fn(

@@ -52,6 +52,23 @@ from .validation import check_array, check_choice, check_dtype_name, check_float
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
+def latent_scale_factor(z: Any) -> float:
+    """The factor s that gives the latents unit variance: s = 1 / std(z).
+
+    z: [rows, latent], the encoder's posterior means of the training set. The
+    forward process is variance preserving only for data of unit variance:
+    q(z_t | z_0) keeps Var[z_t] = ab_t Var[z_0] + (1 - ab_t), which is 1 at
+    every t only if Var[z_0] = 1. So stage 2 trains on s z and the decoder
+    gets z / s. One standard deviation over every entry, as in Rombach et al.
+    (2022); s = 1 for latents with no spread.
+    Returns a Python float (a host sync, once per training run).
+    """
+    ### BEGIN SOLUTION latent_scale_factor
+    std = float(to_numpy(z.std()))
+    return 1.0 / std if std > 0 else 1.0
+    ### END SOLUTION
+
+
 @dataclass
 class LDMConfig:
     """Everything that defines a model and how it trains. Stored in every checkpoint."""
@@ -314,7 +331,7 @@ class LatentDiffusion:
             self._fit_data_stats(X)
         mu, _ = self._encode_standardized(self.standardize(X))  # posterior means [n, latent]
         if self.denoiser_state.step == 0:
-            self.scale_factor = 1.0 / (float(to_numpy(mu.std())) or 1.0)  # a host sync, once
+            self.scale_factor = latent_scale_factor(mu)
         z0_all = mu * self.scale_factor
         xp, n_rows, bs, T = self.xp, z0_all.shape[0], c.denoiser_batch_size, c.num_steps
         null = self.denoiser.null_label

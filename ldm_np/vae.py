@@ -41,10 +41,15 @@ def reparameterize_forward(mu: Any, log_var: Any, eps: Any) -> tuple[Any, Any]:
 
 
 def reparameterize_backward(dz: Any, cache: Any) -> tuple[Any, Any]:
-    """dmu = dz;  dlog_var = dz * eps * 0.5 * exp(0.5 * log_var).
+    """Gradients of z = mu + exp(0.5 * log_var) * eps, from dz = dL/dz [batch, latent].
 
-    Both [batch, latent]. The noise is an input, not a function of the
-    parameters: that is the whole trick (Kingma & Welling, 2014).
+    cache = (std = exp(0.5 * log_var), eps). Returns (dmu, dlog_var), both
+    [batch, latent]. The noise is an input, not a function of the parameters:
+    that is the whole trick (Kingma & Welling, 2014).
+
+    Formula:
+        dmu = dz
+        dlog_var = dz * eps * 0.5 * exp(0.5 * log_var)
     """
     ### BEGIN SOLUTION reparameterize_backward
     std, eps = cache

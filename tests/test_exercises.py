@@ -380,6 +380,88 @@ def test_filling_in_one_exercise_makes_exactly_that_one_pass_and_a_bug_fails_it(
     assert "python -m pytest tests/test_layers.py::test_dense_gradients" in result.stdout
 
 
+# Planted bugs: (file, the reference's line, the bug, what the grader must print about it).
+PLANTED = {
+    "dense_backward": (
+        "ldm_np/layers.py",
+        "\n    dkernel = x.T @ dy",
+        "\n    dkernel = dy.T @ x",
+        ["dkernel: shape expected (5, 3), got (3, 5)", "transpose of the expected shape"],
+    ),
+    "kl_divergence_backward": (
+        "ldm_np/losses.py",
+        "\n    dmu = dkl * mu / batch",
+        "\n    dmu = dkl * mu",
+        [
+            "dmu: shape (4, 3) ok, relative error",
+            "the batch size (4) times the expected gradient",
+            "a sum where a mean belongs",
+        ],
+    ),
+    "reparameterize_backward": (
+        "ldm_np/vae.py",
+        "dlog_var = dz * eps * 0.5 * std",
+        "dlog_var = dz * eps * std",
+        ["dlog_var: shape (4, 3) ok", "twice the expected gradient: a factor of 2"],
+    ),
+    "ddim_step": (
+        "ldm_np/samplers.py",
+        "one_minus_prev - sigma * sigma",
+        "one_minus_prev",
+        [
+            "the smallest failing case is 'one row, t = 7 -> 3, eta = 0.6'",
+            "input eta = 0.6",
+            "expected (1, 4):",
+            "got      (1, 4):",
+            "largest difference relative to the largest expected value",
+        ],
+    ),
+    "adam_step": (
+        "ldm_np/optim.py",
+        "self.t += 1",
+        'self.t += 1\n        raise ValueError("first line of the message\\nsecond line of the message")',
+        ["first line of the message", "second line of the message"],
+    ),
+}
+
+
+def test_the_grader_explains_each_planted_bug(tmp_path):
+    """A copy with the reference's solutions and one planted bug per exercise: the printout says why each fails."""
+    copy = tmp_path / "planted"
+    exercises.build(copy, REPO, exercise_ids=[])  # every solution kept
+    for ex_id, (path, right, wrong, _) in PLANTED.items():
+        target = copy / path
+        text = target.read_text()
+        assert text.count(right) == 1, (ex_id, right)
+        target.write_text(text.replace(right, wrong))
+    result = run_cli("grade", str(copy), *(f"--exercise={i}" for i in PLANTED))
+    print(result.stdout)  # the printout, for a reader of the test log
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = grade_rows(result.stdout)
+    assert set(rows) == set(PLANTED) and all(" failed " in row for row in rows.values()), result.stdout
+    for ex_id, (*_, expected) in PLANTED.items():
+        for text in expected:
+            assert text in result.stdout, f"{ex_id}: '{text}' not in the grader's output:\n{result.stdout}"
+
+
+def test_explain_names_each_typical_mistake():
+    from ldm_np.exercises.probes import explain
+
+    g = np.random.default_rng(0).standard_normal((4, 3))
+    assert "ok" in explain("dW", g, g.copy())[1]
+    assert "transpose of the expected shape" in explain("dW", g, g.T)[1]
+    assert "a factor of 2" in explain("dW", g, 2 * g)[1]
+    assert "a factor of 2 missing" in explain("dW", g, 0.5 * g)[1]
+    assert "wrong sign" in explain("dW", g, -g)[1]
+    assert "a sum where a mean belongs" in explain("dW", g, 4 * g)[1]
+    assert "a mean where a sum belongs" in explain("dW", g, g / 4)[1]
+    assert "3 times the expected gradient" in explain("dW", g, 3 * g)[1]
+    noisy = g + np.random.default_rng(1).standard_normal(g.shape)
+    assert "hint" not in explain("dW", g, noisy)[1]  # no pattern: no hint
+    square = np.random.default_rng(2).standard_normal((3, 3))
+    assert "transpose of the expected gradient" in explain("dW", square, square.T)[1]
+
+
 def test_grade_refuses_an_unknown_exercise_and_a_folder_without_ldm_np(tmp_path, capsys):
     assert exercises.main(["grade", str(REPO), "--exercise", "nope"]) == 2
     assert "unknown exercise 'nope'" in capsys.readouterr().err

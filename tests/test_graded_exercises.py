@@ -41,10 +41,12 @@ def fixed(shape: tuple[int, ...], seed: int) -> np.ndarray:
 
 
 def assert_gradients(report: probes.GradientReport) -> None:
-    assert report.error < TOLERANCE, (
-        f"{report.exercise}: gradients against finite differences (tolerance {TOLERANCE:.0e}):\n"
-        + report.explain()
-    )
+    if not report.error < TOLERANCE:
+        pytest.fail(
+            f"{report.exercise}: gradients against finite differences (tolerance {TOLERANCE:.0e}):\n"
+            + report.explain(),
+            pytrace=False,
+        )
 
 
 def test_dense_backward_gradients():
@@ -210,7 +212,62 @@ def diffusion_loss_cases() -> list[Case]:
     return cases
 
 
+def latent_scale_factor_cases() -> list[Case]:
+    from ldm_np.pipeline import latent_scale_factor
+
+    z1, z2 = 3.0 * fixed((5, 2), 50), 0.2 * fixed((40, 8), 51) + 1.0
+    return [
+        ("5 latents of size 2, spread about 3", {"z": z1}, lambda: np.asarray(latent_scale_factor(z1))),
+        (
+            "40 latents of size 8, spread about 0.2, mean 1",
+            {"z": z2},
+            lambda: np.asarray(latent_scale_factor(z2)),
+        ),
+    ]
+
+
+def guide_cases() -> list[Case]:
+    from ldm_np.guidance import guide
+
+    cond, uncond = fixed((1, 2), 60), fixed((1, 2), 61)
+    cond3, uncond3 = fixed((3, 4), 62), fixed((3, 4), 63)
+    return [
+        (f"one row, w = {w}", {"cond": cond, "uncond": uncond, "w": w}, lambda w=w: guide(cond, uncond, w))
+        for w in (2.0, 0.5, 7.5)
+    ] + [
+        (
+            "three rows, w = 3",
+            {"cond": cond3, "uncond": uncond3, "w": 3.0},
+            lambda: guide(cond3, uncond3, 3.0),
+        )
+    ]
+
+
+def rescale_guidance_cases() -> list[Case]:
+    from ldm_np.guidance import rescale_guidance
+
+    guided, cond = 3.0 * fixed((1, 4), 70), fixed((1, 4), 71)
+    guided3, cond3 = 2.0 * fixed((3, 5), 72), fixed((3, 5), 73)
+    return [
+        (
+            f"one row, phi = {phi}",
+            {"guided": guided, "cond": cond, "phi": phi},
+            lambda phi=phi: rescale_guidance(guided, cond, phi),
+        )
+        for phi in (1.0, 0.7)
+    ] + [
+        (
+            "three rows, phi = 0.5",
+            {"guided": guided3, "cond": cond3, "phi": 0.5},
+            lambda: rescale_guidance(guided3, cond3, 0.5),
+        )
+    ]
+
+
 CASES: dict[str, Callable[[], list[Case]]] = {
+    "latent_scale_factor": latent_scale_factor_cases,
+    "guide": guide_cases,
+    "rescale_guidance": rescale_guidance_cases,
     "adam_step": adam_cases,
     "q_sample": q_sample_cases,
     "ddpm_posterior_mean": ddpm_cases,
@@ -269,6 +326,60 @@ def test_ddim_step_on_stored_cases():
 
 def test_diffusion_loss_on_stored_cases():
     assert_cases("diffusion_loss")
+
+
+def test_latent_scale_factor_on_stored_cases():
+    assert_cases("latent_scale_factor")
+
+
+def test_latent_scale_factor_gives_unit_variance():
+    from ldm_np.pipeline import latent_scale_factor
+
+    z = 0.3 * fixed((200, 4), 80) - 2.0
+    s = latent_scale_factor(z)
+    assert isinstance(s, float), f"latent_scale_factor must return a Python float, got {type(s).__name__}"
+    assert abs((s * z).std() - 1.0) < 1e-12, f"std of s * z is {(s * z).std()}, expected 1 (s = {s})"
+    assert latent_scale_factor(np.ones((3, 2))) == 1.0, "latents with no spread: s must be 1"
+
+
+def test_guide_on_stored_cases():
+    assert_cases("guide")
+
+
+def test_guide_at_w_0_and_1_is_each_prediction():
+    from ldm_np.guidance import guide
+
+    cond, uncond = fixed((3, 4), 90), fixed((3, 4), 91)
+    np.testing.assert_array_equal(
+        guide(cond, uncond, 0.0), uncond, err_msg="w = 0: the unconditional prediction"
+    )
+    np.testing.assert_allclose(
+        guide(cond, uncond, 1.0), cond, rtol=1e-12, err_msg="w = 1: the conditional prediction"
+    )
+
+
+def test_guide_keeps_float32():
+    from ldm_np.guidance import guide
+
+    cond, uncond = fixed((3, 4), 92).astype(np.float32), fixed((3, 4), 93).astype(np.float32)
+    assert guide(cond, uncond, np.float64(3.0)).dtype == np.float32
+
+
+def test_rescale_guidance_on_stored_cases():
+    assert_cases("rescale_guidance")
+
+
+def test_rescale_guidance_limits():
+    from ldm_np.guidance import rescale_guidance
+
+    guided, cond = 3.0 * fixed((3, 5), 94), fixed((3, 5), 95)
+    assert rescale_guidance(guided, cond, 0.0) is guided, "phi = 0 returns guided itself"
+    full = rescale_guidance(guided, cond, 1.0)
+    np.testing.assert_allclose(
+        full.std(axis=1), cond.std(axis=1), rtol=1e-12, err_msg="phi = 1: each row gets its cond row's std"
+    )
+    flat = np.ones((1, 5))
+    np.testing.assert_array_equal(rescale_guidance(flat, cond[:1], 1.0), flat, err_msg="a row with no spread")
 
 
 def record() -> None:

@@ -136,7 +136,8 @@ def grade_exercise(ex: Exercise, run: RunResult) -> Grade:
         nodeid, r = next((n, r) for n, r in failures.items() if r.get("exercise") != ex.id)
         other = r.get("exercise")
         why = f"needs exercise '{other}' first" if other else r.get("message", "")
-        detail = f"{nodeid}:\n{why}" + (f"\n{gradients}" if gradients and not other else "")
+        told = other or probe.get("message", "") in why  # the test printed the probe's rows itself
+        detail = f"{nodeid}:\n{why}" + (f"\n{gradients}" if gradients and not told else "")
         return Grade(ex, "failed", passed, len(rows), error, detail, nodeid)
     if ex.probe is not None and probe.get("status") != "ok":
         return Grade(

@@ -310,7 +310,7 @@ def stub_out(text: str, regions: Sequence[Region], solved: Sequence[Region] = ()
 # The derive level: the docstring's formula paragraph removed
 # --------------------------------------------------------------------------
 
-DERIVE_HEADER = "Formula:"  # a docstring paragraph starting with this line is what --derive removes
+DERIVE_HEADER = "Formula:"  # a docstring paragraph whose first line starts so is what --derive removes
 DERIVE_STUB = "Formula: not given; derive it from the definitions above, then implement it."
 
 
@@ -332,7 +332,7 @@ def formula_paragraph(text: str, region: Region) -> tuple[int, int] | None:
         return None
     lines = text.split("\n")
     for first in range(doc.lineno, (doc.end_lineno or doc.lineno) + 1):
-        if lines[first - 1].strip() == DERIVE_HEADER:
+        if lines[first - 1].strip().startswith(DERIVE_HEADER):
             last = first
             while (
                 last < (doc.end_lineno or last)

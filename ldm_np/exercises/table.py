@@ -23,6 +23,7 @@ TUTORIALS = (
     "06_latent_diffusion",
     "07_guidance",
     "08_gpu_and_speed",
+    "09_theory",
 )
 
 
@@ -113,6 +114,13 @@ EXERCISES: tuple[Exercise, ...] = (
              + _tests("test_samplers.py", "test_ddim_eta_zero_is_deterministic",
                       "test_ddim_per_row_timesteps_equal_per_row_calls",
                       "test_ddim_gives_the_same_step_for_every_prediction_type")),
+    Exercise("latent_scale_factor", "ldm_np/pipeline.py:latent_scale_factor", "06_latent_diffusion",
+             _graded("test_latent_scale_factor_on_stored_cases", "test_latent_scale_factor_gives_unit_variance")),
+    Exercise("guide", "ldm_np/guidance.py:guide", "07_guidance",
+             _graded("test_guide_on_stored_cases", "test_guide_at_w_0_and_1_is_each_prediction",
+                     "test_guide_keeps_float32")),
+    Exercise("rescale_guidance", "ldm_np/guidance.py:rescale_guidance", "07_guidance",
+             _graded("test_rescale_guidance_on_stored_cases", "test_rescale_guidance_limits")),
 )
 # fmt: on
 
