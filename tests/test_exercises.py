@@ -377,7 +377,7 @@ def test_filling_in_one_exercise_makes_exactly_that_one_pass_and_a_bug_fails_it(
     assert list(grade_rows(result.stdout)) == ["dense_backward"]  # only the exercise asked for
     row = grade_rows(result.stdout)["dense_backward"]
     assert " failed " in row and float(row.split()[-1]) > 0.1, result.stdout
-    assert "python -m pytest tests/test_layers.py::test_dense_gradients" in result.stdout
+    assert "python -m pytest tests/test_graded_exercises.py::test_dense_backward_gradients" in result.stdout
 
 
 # Planted bugs: (file, the reference's line, the bug, what the grader must print about it).
@@ -460,6 +460,48 @@ def test_explain_names_each_typical_mistake():
     assert "hint" not in explain("dW", g, noisy)[1]  # no pattern: no hint
     square = np.random.default_rng(2).standard_normal((3, 3))
     assert "transpose of the expected gradient" in explain("dW", square, square.T)[1]
+
+
+def test_the_derive_level_removes_only_the_formula_paragraphs(tmp_path, regions, student):
+    """build --derive: the implement copy minus each Formula: paragraph, replaced by one line; its stubs grade."""
+    from ldm_np.exercises.markers import DERIVE_STUB, formula_paragraph
+
+    derive = tmp_path / "derive"
+    assert exercises.main(["build", str(derive), "--derive"]) == 0
+    derivable = [r for r in regions.values() if formula_paragraph((REPO / r.path).read_text(), r)]
+    assert {r.id for r in derivable} >= {
+        "dense_backward",
+        "kl_divergence_backward",
+        "reparameterize_backward",
+    }
+    for path in sorted({r.path for r in regions.values()}):
+        implement_text, derive_text = (student / path).read_text(), (derive / path).read_text()
+        reference = (REPO / path).read_text().split("\n")
+        removed = []
+        for r in derivable:
+            if r.path == path:
+                first, last = formula_paragraph("\n".join(reference), r)
+                removed.append(reference[first - 1 : last])
+        for lines in removed:
+            block = "\n".join(lines) + "\n"
+            assert block in implement_text and block not in derive_text, (path, lines[0])
+            indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
+            implement_text = implement_text.replace(block, indent + DERIVE_STUB + "\n", 1)
+        assert implement_text == derive_text, path
+    assert any(DERIVE_STUB in (derive / r.path).read_text() for r in derivable)
+    graded = [r.id for r in derivable][:3]
+    rows = exercises.grade(derive, graded)
+    assert [row.status for row in rows] == ["not attempted"] * len(graded), rows
+
+
+def test_build_warns_when_the_copy_would_import_another_ldm_np(student, monkeypatch):
+    from ldm_np.exercises.cli import shadowing_warning
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # as an editable install of the reference would
+    warning = shadowing_warning(student)
+    assert warning and f"import ldm_np from {REPO / 'ldm_np'}" in warning, warning
+    monkeypatch.setenv("PYTHONPATH", str(student))
+    assert shadowing_warning(student) is None
 
 
 def test_grade_refuses_an_unknown_exercise_and_a_folder_without_ldm_np(tmp_path, capsys):
