@@ -45,6 +45,7 @@ import pytest
 
 from ldm_np import exercises
 from ldm_np.exercises import BY_ID, EXERCISES, TUTORIALS, MarkerError
+from ldm_np.exercises.table import ANSWER_BEARING_TESTS
 from ldm_np.gradcheck import TOLERANCE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -206,8 +207,28 @@ def test_student_copy_differs_from_the_project_only_in_the_regions(student, regi
         if rel in stubbed:
             expected = exercises.stub_out(original.decode(), [r for r in regions.values() if r.path == rel])
             assert copy.decode() == expected, rel
+        elif rel in ANSWER_BEARING_TESTS:
+            expected, missing = exercises.markers.strip_functions(
+                original.decode(), ANSWER_BEARING_TESTS[rel]
+            )
+            assert copy.decode() == expected and not missing, rel
+            for name in ANSWER_BEARING_TESTS[rel]:
+                assert f"def {name}(" in original.decode() and f"def {name}(" not in copy.decode()
         else:
             assert copy == original, rel
+
+
+def test_the_student_copy_ships_no_solution_expression(student, regions):
+    """Not only the graded tests: no test file of the copy holds an expression of any solution."""
+    shipped = {p: _normalised(p.read_text()) for p in (student / "tests").rglob("*.py")}
+    leaks = [
+        f"{p.relative_to(student)}: {ex_id}: {e}"
+        for ex_id, region in regions.items()
+        for e in solution_expressions(region)
+        for p, text in shipped.items()
+        if e in text
+    ]
+    assert not leaks, "\n".join(leaks)
 
 
 def test_each_region_becomes_one_indented_stub_under_the_kept_docstring(student, regions):

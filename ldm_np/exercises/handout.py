@@ -15,9 +15,10 @@ from .markers import (
     derive_out,
     project_files,
     scan_markers,
+    strip_functions,
     stub_out,
 )
-from .table import BY_ID
+from .table import ANSWER_BEARING_TESTS, BY_ID
 
 
 def build(
@@ -34,8 +35,9 @@ def build(
     only some of the tutorials. With ``derive`` the stubbed exercises also lose
     the ``Formula:`` paragraph of their docstring ("derive, then implement");
     without it the formula stays ("implement"). Returns the stubbed regions
-    (line numbers of the project, not of the copy). Nothing is written if a
-    marker is wrong or a stubbed file would not compile.
+    (line numbers of the project, not of the copy). The tests that state a
+    solution (``ANSWER_BEARING_TESTS``) are left out of the copy. Nothing is
+    written if a marker is wrong or a stubbed file would not compile.
     """
     root, out = Path(root).resolve(), Path(out).resolve()
     if out == root or root.is_relative_to(out):
@@ -62,6 +64,11 @@ def build(
             compile(stubbed[path], path, "exec")
         except SyntaxError as e:
             raise MarkerError([f"{path}:{e.lineno}: the stubbed file does not compile: {e.msg}"]) from None
+    for path, names in ANSWER_BEARING_TESTS.items():
+        if (root / path).is_file():
+            stubbed[path], missing = strip_functions((root / path).read_text(encoding="utf-8"), names)
+            if missing:
+                raise MarkerError([f"{path}: ANSWER_BEARING_TESTS names {missing}, not in the file"])
     for rel in files:
         dest = out / rel
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .table import BY_ID, EXERCISES, stub_line
+from .table import ANSWER_BEARING_TESTS, BY_ID, EXERCISES, stub_line
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -264,6 +264,13 @@ def _check_test_ids(root: Path) -> list[str]:
             name = name.split("[", 1)[0].replace("::", ".")
             if name and name not in defined[file]:
                 problems.append(f"{file}: exercise '{ex.id}' is graded by {nodeid}, which does not exist")
+    for file, names in ANSWER_BEARING_TESTS.items():
+        try:
+            _, missing = strip_functions((root / file).read_text(encoding="utf-8"), names)
+        except (OSError, SyntaxError) as e:
+            problems.append(f"{file}: cannot read it to leave its answer-bearing tests out: {e}")
+            continue
+        problems += [f"{file}: ANSWER_BEARING_TESTS names {name}, which does not exist" for name in missing]
     return problems
 
 
@@ -352,3 +359,35 @@ def derive_out(text: str, regions: Sequence[Region]) -> str:
         indent = lines[first - 1][: len(lines[first - 1]) - len(lines[first - 1].lstrip())]
         lines[first - 1 : last] = [indent + DERIVE_STUB]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+# Tests that state a solution: removed from the student copy
+# --------------------------------------------------------------------------
+
+
+def strip_functions(text: str, names: Iterable[str]) -> tuple[str, list[str]]:
+    """``text`` without the top-level functions ``names`` and every top-level function that uses
+    one of them (decorators included, with the blank lines after each); also returns the
+    names of ``names`` that were not found."""
+    tree = parse_python(text)
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    removed = {n for n in names if n in functions}
+    missing = [n for n in names if n not in functions]
+    grew = True
+    while grew:  # a test that calls (or is parametrized with) a removed helper goes too
+        used_by = {
+            name
+            for name, fn in functions.items()
+            if name not in removed and any(isinstance(x, ast.Name) and x.id in removed for x in ast.walk(fn))
+        }
+        grew = bool(used_by)
+        removed |= used_by
+    lines = text.split("\n")
+    for fn in sorted((functions[n] for n in removed), key=lambda f: f.lineno, reverse=True):
+        first = min([fn.lineno, *(d.lineno for d in fn.decorator_list)]) - 1
+        last = fn.end_lineno or fn.lineno
+        while last < len(lines) and not lines[last].strip():
+            last += 1
+        del lines[first:last]
+    return "\n".join(lines), missing

@@ -130,3 +130,32 @@ BY_ID = {ex.id: ex for ex in EXERCISES}
 def stub_line(exercise_id: str, indent: str = "") -> str:
     """The line that replaces a region in the student copy."""
     return f'{indent}raise NotImplementedError("exercise {exercise_id}")'
+
+
+# Tests of the reference project that state a solution (an independent implementation of a
+# formula, or a planted bug that is the solution with one term changed): they prove the
+# reference right, but a student copy must not ship them. ``build`` removes these top-level
+# functions from the copy, and every function that uses one of them.
+ANSWER_BEARING_TESTS: dict[str, tuple[str, ...]] = {
+    "tests/test_optim.py": (
+        "reference_adam",
+        "test_adam_first_two_steps_by_hand",
+        "test_adam_and_adamw_match_the_reference_over_several_steps",
+    ),
+    "tests/test_diffusion.py": (
+        "test_q_sample_on_hand_made_arrays",
+        "test_loss_value_matches_the_definition",
+    ),
+    "tests/test_samplers.py": (
+        "test_ddpm_step_on_hand_made_arrays",
+        "test_posterior_mean_from_x0_hat_equals_the_eps_form",
+        "test_ddim_step_on_hand_made_arrays",
+        "test_ddim_clipping_recomputes_eps_from_the_clipped_x0",
+    ),
+    "tests/test_gradcheck.py": (
+        "dense_backward_no_transpose",
+        "dense_backward_transposed_dkernel",
+        "dense_backward_forgets_bias",
+        "test_planted_layernorm_bug_is_caught",
+    ),
+}
