@@ -324,6 +324,8 @@ def diffusion_loss(
     B = batch and D = latent size:
 
         loss = (1 / (B D)) sum_b sum_j w_b (out_bj - target_bj)^2
+
+    Formula:
         dout_bj = 2 w_b (out_bj - target_bj) / (B D)
 
     w_b = 1 without weighting (plain MSE, Ho et al., 2020), else the
