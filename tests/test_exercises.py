@@ -5,8 +5,9 @@ What is proven, and how:
 - The reference project passes the grader for every exercise (the instructor's
   ``grade`` command, run as a subprocess on this repository).
 - A freshly built student copy differs from the project only inside the
-  marked regions, and the copy's *whole* test suite, graded tests included,
-  shows every exercise "not attempted" and no failure other than a stub's
+  marked regions and by the reference's tests that state a solution (left
+  out), and the copy's *whole* test suite, graded tests included, shows every
+  exercise "not attempted" and no failure other than a stub's
   NotImplementedError("exercise <id>"). Tests that never call a stubbed
   function pass; those that do (training, the CLI, the tutorials) stop on the
   stub: they need the students' code, so they cannot pass before it exists.
@@ -14,17 +15,25 @@ What is proven, and how:
   handler between a test and a stub (the CLI's error handler, a tutorial's
   ``except``, a subprocess, a cached fixture) turning the stub's error into
   another failure, and only running the tests shows which ones reach a stub.
+- The derive level differs from it only by the docstrings' Formula:
+  paragraphs, and its exercises are all "not attempted" too.
+- No graded test, and no test the copy ships, contains a solution
+  expression; the stored outputs the graded tests compare with are the
+  reference's own.
 - Filling exercises back in from the reference makes exactly those pass: each
-  of the ten, alone or with others (five copies cover every pair), and one
+  of the thirteen, alone or with others (six copies cover every pair), and one
   literally alone through the command line, plus a wrong solution that fails
   with its gradient error.
+- The grader explains: planted bugs (a transposed product, a factor of 2, a
+  sum where a mean belongs, a DDIM step without sigma^2, a two-line error)
+  print what each is.
 - Bad markers are reported with file and line, by ``check`` and by ``build``,
   and ``build`` then writes nothing.
 
-Cost: eleven pytest subprocesses, about 55 s of CPU in all, half of it the
-copy's whole suite; the two largest steps run two subprocesses at once, so on
-two idle cores the file takes about 35 s. Grading runs turn off Hypothesis's
-shrinking, so a test that stops on a stub fails at once.
+Cost: about fifteen pytest subprocesses, half of the time the copy's whole
+suite; the two largest steps run two subprocesses at once. On a loaded
+2-core machine the file took about four minutes. Grading runs turn off
+Hypothesis's shrinking, so a test that stops on a stub fails at once.
 """
 
 from __future__ import annotations
@@ -510,9 +519,8 @@ def test_the_derive_level_removes_only_the_formula_paragraphs(tmp_path, regions,
             implement_text = implement_text.replace(block, indent + DERIVE_STUB + "\n", 1)
         assert implement_text == derive_text, path
     assert any(DERIVE_STUB in (derive / r.path).read_text() for r in derivable)
-    graded = [r.id for r in derivable][:3]
-    rows = exercises.grade(derive, graded)
-    assert [row.status for row in rows] == ["not attempted"] * len(graded), rows
+    rows = exercises.grade(derive)  # every exercise stops on its stub, as in the implement copy
+    assert [row.status for row in rows] == ["not attempted"] * len(EXERCISES), rows
 
 
 def test_build_warns_when_the_copy_would_import_another_ldm_np(student, monkeypatch):
