@@ -148,13 +148,18 @@ print(
 #
 # Half the speed of a float32 model is lost the moment one array becomes
 # float64, and NumPy 2's promotion rules make that easy: a *NumPy* float64
-# scalar is not "weak" like a Python float.
+# scalar is not "weak" like a Python float. (NumPy 1.x looked at a scalar's
+# value instead and kept the array's float32; code that must run on both
+# cannot rely on either, so the library keeps its scalars float32 or Python
+# floats.) An int64 array upcasts a float32 array under both.
 
 # %%
+NUMPY2 = int(np.__version__.split(".")[0]) >= 2
 a = np.ones(3, dtype=np.float32)
 schedule = make_schedule(1000, dtype="float32")
 print(f"float32 array * Python float         -> {(a * 0.5).dtype}")
-print(f"float32 array * np.float64 scalar     -> {(a * np.float64(0.5)).dtype}   (silent upcast)")
+scalar_note = "silent upcast" if NUMPY2 else f"NumPy {np.__version__}: value-based, NumPy 2 upcasts"
+print(f"float32 array * np.float64 scalar     -> {(a * np.float64(0.5)).dtype}   ({scalar_note})")
 print(
     f"float32 array * schedule[...][t]      -> {(a * schedule['alphas_cumprod'][10]).dtype}   (schedule kept in float32)"
 )
@@ -562,7 +567,8 @@ if not HAVE_GPU:
     assert gpu_error is not None and "CuPy" in gpu_error  # a clear message, not an ImportError
 
 # float32 stays float32: the promotion traps are real, the library's arrays avoid them.
-assert (a * np.float64(0.5)).dtype == np.float64 and (a * 0.5).dtype == np.float32
+assert (a * np.float64(0.5)).dtype == (np.float64 if NUMPY2 else np.float32) and (a * 0.5).dtype == np.float32
+assert (a * np.array([1, 0, 1])).dtype == np.float64  # an int64 array upcasts under NumPy 1 and 2
 assert all(v.dtype == np.float32 for k, v in schedule.items() if hasattr(v, "dtype"))
 den32 = Denoiser(LATENT, 64, 2, 1000, seed=0)
 opt32, ema32 = Adam(lr=1e-3), EMA(den32.params, 0.999)
