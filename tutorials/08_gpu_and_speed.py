@@ -148,13 +148,11 @@ print(
 #
 # Half the speed of a float32 model is lost the moment one array becomes
 # float64, and NumPy 2's promotion rules make that easy: a *NumPy* float64
-# scalar is not "weak" like a Python float. (NumPy 1.x looked at a scalar's
-# value instead and kept the array's float32; code that must run on both
-# cannot rely on either, so the library keeps its scalars float32 or Python
-# floats.) An int64 array upcasts a float32 array under both.
+# scalar is not "weak" like a Python float. NumPy 1.x (still common on lab
+# machines) had the opposite trap: a float32 *scalar*, such as
+# `schedule[...][t]` for an int t, times a Python float gave float64.
 
 # %%
-NUMPY2 = int(np.__version__.split(".")[0]) >= 2
 a = np.ones(3, dtype=np.float32)
 schedule = make_schedule(1000, dtype="float32")
 print(f"float32 array * Python float         -> {(a * 0.5).dtype}")
@@ -164,6 +162,7 @@ print(
     f"float32 array * schedule[...][t]      -> {(a * schedule['alphas_cumprod'][10]).dtype}   (schedule kept in float32)"
 )
 print(f"float32 array * int64 mask            -> {(a * np.array([1, 0, 1])).dtype}   (silent upcast)")
+print(f"float32 scalar * Python float        -> {(np.float32(2) * 0.5).dtype}   (float64 under NumPy 1.x)")
 print(f"float32 array * mask.astype(float32)  -> {(a * np.array([1, 0, 1]).astype(np.float32)).dtype}")
 
 # %% [markdown]
@@ -567,7 +566,10 @@ if not HAVE_GPU:
     assert gpu_error is not None and "CuPy" in gpu_error  # a clear message, not an ImportError
 
 # float32 stays float32: the promotion traps are real, the library's arrays avoid them.
-assert (a * np.float64(0.5)).dtype == (np.float64 if NUMPY2 else np.float32) and (a * 0.5).dtype == np.float32
+if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+    assert (a * np.float64(0.5)).dtype == np.float64 and (a * 0.5).dtype == np.float32
+else:  # NumPy 1.x casts by value next to an array, by type between scalars
+    assert (a * np.float64(0.5)).dtype == np.float32 and (np.float32(2) * 0.5).dtype == np.float64
 assert (a * np.array([1, 0, 1])).dtype == np.float64  # an int64 array upcasts under NumPy 1 and 2
 assert all(v.dtype == np.float32 for k, v in schedule.items() if hasattr(v, "dtype"))
 den32 = Denoiser(LATENT, 64, 2, 1000, seed=0)
