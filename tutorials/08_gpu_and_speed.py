@@ -154,6 +154,7 @@ print(
 
 # %%
 a = np.ones(3, dtype=np.float32)
+NUMPY2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 schedule = make_schedule(1000, dtype="float32")
 print(f"float32 array * Python float         -> {(a * 0.5).dtype}")
 scalar_note = "silent upcast" if NUMPY2 else f"NumPy {np.__version__}: value-based, NumPy 2 upcasts"
