@@ -309,7 +309,7 @@ show(fig, TUTORIAL, "score_field")
 # also the marginals of a deterministic flow, the probability-flow ODE. In
 # the variables `y = x / a_t` and `sigma = s_t / a_t` (the noise-to-signal
 # ratio, `1 / sqrt(SNR)`), `y = x_0 + sigma eps`, and the ODE is simply
-# (Karras et al., 2022, eq. 3 with their `s(t) = 1`)
+# (Karras et al., 2022, in their notation with the scaling `s(t) = 1`)
 #
 #     dy / dsigma = eps_hat(x, t) = -sigma grad_y log p(y; sigma)
 #
