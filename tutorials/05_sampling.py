@@ -65,6 +65,12 @@ print("fast mode" if FAST else "normal mode")
 #
 #     x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps,     eps ~ N(0, I)
 #
+# Indices as in tutorial 3: `t` here is the code's timestep, so `ab_t =
+# alphas_cumprod[t]` is the math's `alpha_bar_{t+1}`. The sampler starts
+# from pure noise `x_T` at code timestep `T - 1 = 999`, and its last step,
+# from code timestep 0, returns `x_0`, the sample (`t_prev = -1` in the
+# traces below).
+#
 # The data: 64 points of the two moons in 2-D, `X: [64, 2]`, float32.
 #
 # For a *finite* data set the best possible denoiser has a closed form.
