@@ -242,7 +242,9 @@ def run_loop(
                 losses = step_fn(n)
                 state.step = n + 1
                 last = state.step == num_steps
-                if state.step % log_every == 0 or last:
+                logged = state.step % log_every == 0 or last
+                save_now = bool(on_checkpoint and checkpoint_every and state.step % checkpoint_every == 0)
+                if logged or save_now:
                     values = losses_to_host(losses)  # the loop's one host sync
                     if not all(math.isfinite(v) for v in values.values()):
                         raise TrainingDiverged(
@@ -250,14 +252,10 @@ def run_loop(
                             "learning rate too high for this data, or data far from unit scale (standardise "
                             "it). The last checkpoint (if any) holds the last good weights."
                         )
-                    state.history.append((n, values["loss"]))
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                    if (
-                        on_checkpoint is not None
-                        and checkpoint_every
-                        and (state.step % checkpoint_every == 0)
-                        and not last
-                    ):
+                    if logged:
+                        state.history.append((n, values["loss"]))
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                    if save_now and not last:
                         on_checkpoint()
                 bar.update(1)
                 if interrupted():
@@ -279,14 +277,19 @@ def finish_step_on_interrupt() -> Iterator[Callable[[], bool]]:
     """
     pending: list[int] = []
     main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    # Any signal that would raise KeyboardInterrupt (SIGINT; SIGTERM where the command line maps it so).
+    deferred = [
+        s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is signal.default_int_handler
+    ]
+    if not main or not deferred:
         yield lambda: False
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in deferred}
     try:
         yield lambda: bool(pending)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def losses_to_host(losses: dict[str, Any]) -> dict[str, float]:
