@@ -474,7 +474,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             if f is not None:
                 f.write(x.tobytes())
             lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
-            room = GRID_ROWS - sum(len(k) for k in kept)
+            room = GRID_ROWS - sum(len(k) for k in kept) if args.grid else 0
             if room > 0:
                 kept.append(x[:room].copy())
             if bar is not None:
