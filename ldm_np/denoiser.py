@@ -80,7 +80,7 @@ class Denoiser(Module):
         self.time_input = check_choice(time_input, "time_input", TIME_INPUTS)
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "time_mlp_1": init_dense(rng, h, h, dt),

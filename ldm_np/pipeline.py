@@ -29,6 +29,7 @@ from .backend import default_rng, to_device, to_numpy, xp_for_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, subtree, with_prefix
 from .denoiser import Denoiser
 from .diffusion import PREDICTION_TYPES
+from .layers import TIME_INPUTS
 from .losses import kl_per_dimension
 from .models import DEFAULTS, build_decoder, build_denoiser, build_encoder
 from .optim import Adam
@@ -46,7 +47,7 @@ from .training import (
     step_rng,
     vae_step,
 )
-from .validation import check_array, check_dtype_name, check_float, check_int
+from .validation import check_array, check_choice, check_dtype_name, check_float, check_int
 
 # A latent dimension whose KL stays below this (nats) carries no information.
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -96,12 +97,9 @@ class LDMConfig:
         check_int(self.seed, "seed", minimum=0)
         if self.num_classes is not None:
             check_int(self.num_classes, "num_classes", minimum=1)
-        if self.schedule not in KINDS:
-            raise ValueError(f"schedule must be one of {KINDS}, got {self.schedule!r}")
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
-            )
+        check_choice(self.schedule, "schedule", KINDS)
+        check_choice(self.prediction_type, "prediction_type", PREDICTION_TYPES)
+        check_choice(self.time_input, "time_input", TIME_INPUTS)
         check_dtype_name(self.dtype)
         for name in ("vae_lr", "denoiser_lr", "recon_std"):
             check_float(getattr(self, name), name, low=0.0, low_open=True)

@@ -108,7 +108,7 @@ class Encoder(Module):
         self.latent_size = check_int(latent_size, "latent_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "enc_dense_0": init_dense(rng, self.input_size, h, dt),
@@ -171,7 +171,7 @@ class Decoder(Module):
         self.latent_size = check_int(latent_size, "latent_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "dec_dense_0": init_dense(rng, self.latent_size, h, dt),
