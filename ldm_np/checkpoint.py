@@ -95,7 +95,8 @@ def open_atomically(path: str | os.PathLike) -> Iterator[Any]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # the permissions of a file opened the ordinary way, not mkstemp's 0600
+        # The permissions of a file opened the ordinary way, not mkstemp's 0600.
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

@@ -324,10 +324,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = None
         try:
             if args.resume:
-                info, config = stored_run(run, args, given)
+                info, _ = stored_run(run, args, given)
                 X, labels, held_out, y = load_training_data(info)
-                check_fits_in_memory(config, f"the model in {run.checkpoint}")
-                model = load_model(run.checkpoint, device=args.device)
+                model = load_model(run.checkpoint, device=args.device)  # its size checked first
                 run.saved_steps = (model.vae_state.step, model.denoiser_state.step)
                 changes = changed_steps(model, args, given)
                 if changes:

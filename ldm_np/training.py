@@ -227,8 +227,8 @@ def run_loop(
     Every ``log_every`` steps the loss is read on the host (the only sync),
     appended to ``state.history`` and checked: a NaN or infinite loss raises
     ``TrainingDiverged`` before any checkpoint of the bad weights is written.
-    A Ctrl-C (SIGINT) during a step takes effect once that step is done
-    (``finish_step_on_interrupt``): KeyboardInterrupt is raised with
+    A Ctrl-C (SIGINT, and SIGTERM where the command line maps it to Ctrl-C)
+    during a step takes effect once that step is done (``finish_step_on_interrupt``): KeyboardInterrupt is raised with
     ``state.step`` the number of completed steps and no step half applied, so
     the caller can save and resume exactly there.
     """

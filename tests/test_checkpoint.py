@@ -207,7 +207,7 @@ def test_every_tensor_has_its_sha256_in_the_header(saved):
 
 
 def test_a_flipped_byte_inside_a_weight_is_refused(saved, tmp_path):
-    model, path = saved
+    _, path = saved
     data = bytearray(path.read_bytes())
     header_len = struct.unpack("<Q", data[:8])[0]
     data[8 + header_len + 100] ^= 0x01  # inside the tensor data; the header is intact
@@ -240,7 +240,7 @@ def test_nan_weights_are_refused_at_load(saved, tmp_path):
 
 def test_nan_weights_are_never_written(tmp_path):
     path = tmp_path / "x.safetensors"
-    with pytest.raises(CheckpointError, match="not saved.*w holds NaN"):
+    with pytest.raises(CheckpointError, match=r"not saved.*w holds NaN"):
         save_checkpoint(path, {"w": np.array([1.0, np.inf], dtype=np.float32)}, {}, {})
     assert list(tmp_path.iterdir()) == []
 
