@@ -34,6 +34,7 @@ from .runs import (
     RunFolder,
     UserError,
     check_fits_in_memory,
+    check_parents,
     config_from_checkpoint,
     describe_steps,
     hold_signals,
@@ -422,6 +423,9 @@ def batch_seed(seed: int, b: int) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
+    for flag, path in (("--out", args.out), ("--grid", args.grid)):
+        if path:
+            check_parents(Path(path), flag)
     model, info = load_run(args.run, args.device)
     label = None
     if args.label is not None:

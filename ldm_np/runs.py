@@ -177,6 +177,13 @@ def load_model(path: str | Path, device: str = "cpu") -> LatentDiffusion:
 # ---------------------------------------------------------------- the folder
 
 
+def check_parents(path: Path, flag: str) -> None:
+    """Refuse, in one line, a path whose nearest existing ancestor is a file (no folder can be made there)."""
+    parent = next((p for p in Path(path).parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+
+
 def describe_steps(model: LatentDiffusion) -> str:
     c = model.config
     return f"VAE step {model.vae_state.step}/{c.vae_steps}, denoiser step {model.denoiser_state.step}/{c.denoiser_steps}"
@@ -200,9 +207,7 @@ class RunFolder:
         """A folder, or a path where one can be made; else a one-line refusal."""
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--out {self.path} is a file, not a folder; give a folder for the run")
-        parent = next((p for p in self.path.parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise UserError(f"--out {self.path}: {parent} is a file, not a folder")
+        check_parents(self.path, "--out")
 
     def holds_model(self) -> bool:
         return self.checkpoint.exists() or self.run_file.exists()

@@ -159,6 +159,7 @@ def test_train_on_user_data(tmp_path):
         (["train", "--out", "{tmp}/f.txt/run"], "is a file, not a folder"),
         (["train", "--out", "{tmp}/x", "--num-steps", "1000000000"], "nothing was allocated"),
         (["sample", "--run", "{tmp}/f.txt"], "not a readable safetensors checkpoint"),
+        (["sample", "--run", "{tmp}/x", "--out", "{tmp}/f.txt/s.npy"], "f.txt is a file, not a folder"),
         (["train", "--dataset", "digits", "--out", "{tmp}/x", "--latent-size", "0"], "latent_size"),
         (["train", "--dataset", "moons", "--out", "{tmp}/x", "--conditional"], "labels"),
     ],
