@@ -43,6 +43,7 @@ from .runs import (
     sigterm_as_interrupt,
 )
 from .training import TrainingDiverged
+from .versions import version_line
 
 __all__ = ["MODEL_FILE", "RUN_FILE", "UserError", "build_parser", "main"]
 
@@ -659,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ldm_np",
         description="Train and sample a latent diffusion model written from scratch in NumPy.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,sample,evaluate}")
 
     p = sub.add_parser(
