@@ -333,6 +333,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 changes = changed_steps(model, args, given)
                 if changes:
                     model.config = dataclasses.replace(model.config, **changes).validate()
+                    run.saved_steps = None  # the new step counts are saved even if stopped at once
                     print(
                         "changed on resume: " + ", ".join(f"{flag_name(k)} {v}" for k, v in changes.items())
                     )
@@ -386,7 +387,9 @@ def stopped(run: RunFolder, model: LatentDiffusion | None, args: argparse.Namesp
     return 130
 
 
-def write_run_figures(model, X, labels, run: RunFolder, held_out, seed: int) -> None:
+def write_run_figures(
+    model: LatentDiffusion, X: Any, labels: Any, run: RunFolder, held_out: Any, seed: int
+) -> None:
     """The figures; any failure is a warning, since the model is already trained and saved."""
     from .figures.report import write_figures
 
