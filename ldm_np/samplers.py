@@ -285,7 +285,14 @@ def _alpha_bar_at(
     xp = get_array_module(schedule["alphas_cumprod"])
     final = xp.asarray(final_alpha_cumprod, dtype=dtype)
     # 1 - final in Python (float64), then cast: in float32, 1 - 0.9999 keeps ~3 digits.
-    final_one_minus = xp.asarray(1.0 - final_alpha_cumprod, dtype=dtype)
+    # final = alphas_cumprod[0] (diffusers' set_alpha_to_one=False) is ab_0 rounded
+    # to the dtype, and 1 - that rounded value is off by up to 0.15% (cosine,
+    # float32): take the schedule's accurate 1 - ab_0 there, so the last step
+    # with eta = 0 returns x_t. A device-side where: no host sync.
+    s0 = schedule["sqrt_one_minus_alphas_cumprod"][0]
+    final_one_minus = xp.where(
+        final == schedule["alphas_cumprod"][0], s0 * s0, xp.asarray(1.0 - final_alpha_cumprod, dtype=dtype)
+    )
     if isinstance(t, numbers.Integral):
         if t < 0:
             return final, final_one_minus
@@ -306,11 +313,16 @@ def _ddim_update(
 
     The update is the one in ``ddim_step``'s docstring, with eps_hat recomputed
     from x0_hat. ``_alpha_bar_at(schedule, t, final_alpha_cumprod, dtype)`` gives
-    (ab, 1 - ab) at a step, t = -1 included, as [batch, 1] or 0-d. Write
-    1 - ab_t / ab_prev as ((1 - ab_t) - (1 - ab_prev)) / ab_prev (the direct form
-    loses digits when the two steps are close), take no noise term when eta = 0
-    (sigma is then a 0-d zero; ``noise`` may be None), and clamp
-    1 - ab_prev - sigma^2 at 0 before its square root.
+    (ab, 1 - ab) at a step, t = -1 included, as [batch, 1] or 0-d. In the
+    stable forms, with gap = ab_prev - ab_t (>= 0; computed as
+    (1 - ab_t) - (1 - ab_prev) where the alpha_bars are near 1) and
+    ratio = (1 - ab_prev) / (ab_prev (1 - ab_t)):
+
+        sigma^2            = eta^2 ratio gap
+        1 - ab_prev - sigma^2 = ratio (ab_t (1 - ab_prev) + (1 - eta^2) gap)
+
+    Take no noise term when eta = 0 (sigma is then a 0-d zero, the direction
+    sqrt(1 - ab_prev); ``noise`` may be None).
     """
     xp = get_array_module(x_t)
     x0_hat = _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample)  # [batch, latent]
@@ -319,15 +331,21 @@ def _ddim_update(
     ab_prev, one_minus_prev = _alpha_bar_at(schedule, t_prev, final_alpha_cumprod, x_t.dtype)
     eps_hat = (x_t - xp.sqrt(ab_t) * x0_hat) / xp.sqrt(one_minus_t)  # [batch, latent]
     if eta > 0:
-        # 1 - ab_t / ab_prev, written as a difference of the accurate (1 - ab)
-        # values: the direct form loses digits when the two steps are close.
-        pair_beta = (one_minus_t - one_minus_prev) / ab_prev
-        sigma = eta * xp.sqrt(one_minus_prev / one_minus_t * pair_beta)
+        # gap = ab_prev - ab_t = (1 - ab_t) - (1 - ab_prev). Each form subtracts two
+        # rounded numbers and inherits the rounding of the larger: take the ab form
+        # late (ab small), the (1 - ab) form early (ab near 1). The gap is >= 0, but
+        # where the two alpha_bars are equal (the last step with final_alpha_cumprod
+        # = alphas_cumprod[0]) rounding can leave it a hair below 0: clamp.
+        gap = xp.maximum(xp.where(ab_prev < one_minus_t, ab_prev - ab_t, one_minus_t - one_minus_prev), 0.0)
+        ratio = one_minus_prev / (ab_prev * one_minus_t)
+        sigma = eta * xp.sqrt(ratio * gap)  # = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev)
+        # 1 - ab_prev - sigma^2 = ratio (ab_t (1 - ab_prev) + (1 - eta^2) gap): a sum of
+        # non-negative terms. The difference itself cancels to rounding noise when
+        # sigma^2 is close to 1 - ab_prev (eta = 1 and ab_t << ab_prev).
+        direction = xp.sqrt(ratio * (ab_t * one_minus_prev + (1.0 - eta * eta) * gap))
     else:
         sigma = xp.zeros((), dtype=x_t.dtype)
-    # sigma^2 <= 1 - ab_prev, with equality only where ab_prev = 1 (the last
-    # step with eta = 1); clamp so rounding cannot give sqrt of a negative.
-    direction = xp.sqrt(xp.maximum(one_minus_prev - sigma * sigma, 0.0))
+        direction = xp.sqrt(one_minus_prev)
     x_prev = xp.sqrt(ab_prev) * x0_hat + direction * eps_hat  # [batch, latent]
     if eta > 0:
         x_prev = x_prev + sigma * noise
