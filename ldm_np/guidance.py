@@ -74,9 +74,9 @@ from typing import Any
 import numpy as np
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
-from .diffusion import _target, _x0_from, check_prediction_type, gather
+from .diffusion import PREDICTION_TYPES, _target, _x0_from, gather
 from .samplers import sample as run_sampler
-from .validation import check_array, check_float, check_int
+from .validation import check_array, check_choice, check_float, check_int, check_labels
 
 # The multiple of the Gauss-Newton line step taken at each sampler step
 # (1 = the minimum of the linearised loss along the gradient). Measured on the
@@ -123,6 +123,20 @@ def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
     return guided * factor  # [batch, latent]
 
 
+def _null_label(model: Any, schedule: dict[str, Any]) -> int:
+    """The model's null label, after checking it is class-conditional and in the schedule's dtype."""
+    null = getattr(model, "null_label", None)
+    if not isinstance(null, numbers.Integral):
+        raise ValueError(
+            "classifier-free guidance needs a class-conditional model (num_classes set); "
+            f"{type(model).__name__} has no null label"
+        )
+    dtype = np.dtype(getattr(model, "dtype", schedule["alphas_cumprod"].dtype))
+    if dtype != schedule["alphas_cumprod"].dtype:
+        raise TypeError(f"the model is {dtype.name} but the schedule is {schedule['alphas_cumprod'].dtype}")
+    return int(null)
+
+
 def classifier_free_guidance_fn(
     model: Any,
     labels: Any,
@@ -155,29 +169,12 @@ def classifier_free_guidance_fn(
     v in the paper.) ``prediction_type`` and ``schedule`` are checked against
     each other and the model, but the guidance itself needs neither.
     """
-    check_prediction_type(prediction_type)
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     w = check_float(guidance_scale, "guidance_scale", low=0.0)
     phi = check_float(guidance_rescale, "guidance_rescale", low=0.0, high=1.0)
-    null = getattr(model, "null_label", None)
-    if not isinstance(null, numbers.Integral):
-        raise ValueError(
-            "classifier-free guidance needs a class-conditional model (num_classes set); "
-            f"{type(model).__name__} has no null label"
-        )
+    null = _null_label(model, schedule)
     xp = get_array_module(schedule["alphas_cumprod"])
-    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu" or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels must be a non-empty integer array [batch], got {labels!r:.80}")
-    if get_array_module(labels) is not xp:
-        raise TypeError("labels must be on the schedule's device (use ldm_np.to_device)")
-    if xp is np and (labels.min() < 0 or labels.max() > null):
-        raise ValueError(
-            f"labels must lie in 0..{null} ({null} = the null label), got {labels.min()}..{labels.max()}"
-        )
-    dtype = getattr(model, "dtype", schedule["alphas_cumprod"].dtype)
-    if np.dtype(dtype) != schedule["alphas_cumprod"].dtype:
-        raise TypeError(
-            f"the model is {np.dtype(dtype).name} but the schedule is {schedule['alphas_cumprod'].dtype}"
-        )
+    labels = check_labels(labels, "labels", high=null, xp=xp)  # null = the null label
     B = labels.shape[0]
     labels = labels.astype(xp.int64)
     nulls = xp.full(B, null, dtype=xp.int64)  # [B]
@@ -276,7 +273,7 @@ def reconstruction_guidance_fn(
     eps_hat <- eps_hat + (a_t / s_t) (x0_hat's step). A row whose gradient
     is 0 (nothing known, or already matched) is left as it is.
     """
-    check_prediction_type(prediction_type)
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     strength = check_float(strength, "strength", low=0.0)
 
     def corrected(z_t: Any, t: Any) -> Any:

@@ -29,15 +29,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import get_array_module, to_numpy
-from .diffusion import (
-    _eps_from,
-    _x0_from,
-    check_prediction_type,
+from .diffusion import PREDICTION_TYPES, _eps_from, _x0_from, gather
+from .validation import (
+    check_array,
+    check_choice,
+    check_diffusion_arrays,
+    check_float,
+    check_int,
+    check_rng,
     check_samples,
     check_t,
-    gather,
 )
-from .validation import check_array, check_float, check_int
 
 SAMPLERS = ("ddpm", "ddim")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -87,8 +89,7 @@ def inference_timesteps(
         raise ValueError(
             f"num_inference_steps ({N}) must be <= num_train_steps ({T}): there are only {T} trained steps"
         )
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    check_choice(spacing, "spacing", SPACINGS)
     if steps_offset and spacing != "leading":
         raise ValueError(
             f"steps_offset applies to spacing='leading' only (diffusers ignores it for {spacing!r}); got {steps_offset}"
@@ -123,18 +124,15 @@ def previous_timesteps(timesteps: Any) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample):
-    check_prediction_type(prediction_type)
-    check_samples(x_t, "x_t", schedule["alphas_cumprod"].dtype)
-    check_array(model_output, "model_output", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
-    t = check_t(t, "t", batch=x_t.shape[0], num_steps=schedule["num_steps"])
-    if clip_sample is not None:
-        clip_sample = check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
-    return t, clip_sample
-
-
-def _check_noise(noise: Any, x_t: Any) -> None:
-    check_array(noise, "noise", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
+def _check_step(schedule, model_output, t, x_t, noise, prediction_type, clip_sample, *, noise_needed):
+    """The checks ddpm_step and ddim_step share; returns (t, clip_sample). Shapes and dtypes only: no sync."""
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
+    t = check_diffusion_arrays(schedule, t, x_t=x_t, model_output=model_output)
+    if noise is not None or noise_needed:
+        if noise is None:
+            raise ValueError(f"noise is required here: pass noise of shape {list(x_t.shape)}")
+        check_array(noise, "noise", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
+    return t, None if clip_sample is None else check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
 
 
 def _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample):
@@ -175,14 +173,11 @@ def ddpm_step(
     clip_sample: None (latents are not confined to [-1, 1]) or c > 0 to clip
     x0_hat to [-c, c].
     """
-    t, clip_sample = _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample)
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
-    if noise is None:
-        if not (isinstance(t, int) and t == 0):
-            raise ValueError("noise is required (it may be None only when t is the int 0)")
-    else:
-        _check_noise(noise, x_t)
+    check_choice(variance_type, "variance_type", VARIANCE_TYPES)
+    needed = not (isinstance(t, numbers.Integral) and t == 0)  # only the last step adds no noise
+    t, clip_sample = _check_step(
+        schedule, model_output, t, x_t, noise, prediction_type, clip_sample, noise_needed=needed
+    )
     x_prev, x0_hat, _ = _ddpm_update(
         schedule, model_output, t, x_t, noise, variance_type, prediction_type, clip_sample
     )
@@ -259,19 +254,17 @@ def ddim_step(
     eta > 0 needs ``noise``. final_alpha_cumprod: the alpha_bar "after" the
     last step, 1.0 (diffusers' set_alpha_to_one=True) or alphas_cumprod[0].
     """
-    t, clip_sample = _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample)
-    t_prev = check_t(t_prev, "t_prev", batch=x_t.shape[0], num_steps=schedule["num_steps"], low=-1)
-    # Host values only (ints, NumPy arrays): comparing CuPy arrays would sync.
-    if get_array_module(t, t_prev) is np and np.any(np.asarray(t_prev) >= np.asarray(t)):
-        raise ValueError(f"t_prev must be < t (DDIM steps go towards t = 0), got t={t}, t_prev={t_prev}")
     eta = check_float(eta, "eta", low=0.0, high=1.0)
+    t, clip_sample = _check_step(
+        schedule, model_output, t, x_t, noise, prediction_type, clip_sample, noise_needed=eta > 0
+    )
+    t_prev = check_t(t_prev, "t_prev", batch=x_t.shape[0], num_steps=schedule["num_steps"], low=-1)
     final_alpha_cumprod = check_float(
         final_alpha_cumprod, "final_alpha_cumprod", low=0.0, high=1.0, low_open=True
     )
-    if eta > 0:
-        if noise is None:
-            raise ValueError(f"eta={eta} > 0 adds noise: pass noise of shape {list(x_t.shape)}")
-        _check_noise(noise, x_t)
+    # Host values only (ints, NumPy arrays): comparing CuPy arrays would sync.
+    if get_array_module(t, t_prev) is np and np.any(np.asarray(t_prev) >= np.asarray(t)):
+        raise ValueError(f"t_prev must be < t (DDIM steps go towards t = 0), got t={t}, t_prev={t_prev}")
     x_prev, x0_hat, _, _ = _ddim_update(
         schedule, model_output, t, t_prev, x_t, eta, noise, prediction_type, final_alpha_cumprod, clip_sample
     )
@@ -405,13 +398,9 @@ class StepTrace:
 # --------------------------------------------------------------------------
 
 
-def _check_rng(rng: Any, xp: Any) -> None:
-    if xp is np and not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
-        )
-    if not hasattr(rng, "standard_normal"):
-        raise TypeError(f"rng must be a random generator with standard_normal, got {type(rng).__name__}")
+def _check_callable(f: Any, name: str, how: str) -> None:
+    if not callable(f):
+        raise TypeError(f"{name} must be callable as {how}, got {type(f).__name__}")
 
 
 def _call_model(model: Callable, x: Any, t: int, xp: Any) -> Any:
@@ -474,24 +463,22 @@ def sample(
     xp = get_array_module(schedule["alphas_cumprod"])
     dt = schedule["alphas_cumprod"].dtype
     T = schedule["num_steps"]
-    if not callable(model):
-        raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    check_prediction_type(prediction_type)
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
+    _check_callable(model, "model", "model(x_t, t)")
+    check_choice(sampler, "sampler", SAMPLERS), check_choice(spacing, "spacing", SPACINGS)
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
+    check_choice(variance_type, "variance_type", VARIANCE_TYPES)
     num_samples = check_int(num_samples, "num_samples")
     eta = check_float(eta, "eta", low=0.0, high=1.0)
     final_alpha_cumprod = check_float(
         final_alpha_cumprod, "final_alpha_cumprod", low=0.0, high=1.0, low_open=True
     )
-    if clip_sample is not None:
-        clip_sample = check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    clip_sample = (
+        None if clip_sample is None else check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
+    )
+    if callback is not None:
+        _check_callable(callback, "callback", "callback(trace)")
+    if rng is not None:
+        check_rng(rng)  # refused even where nothing is drawn
     if sampler == "ddim":
         timesteps = inference_timesteps(T, num_inference_steps, spacing, steps_offset).tolist()
         prevs = previous_timesteps(timesteps).tolist()
@@ -513,10 +500,8 @@ def sample(
             raise ValueError(f"shape ({shape}) does not match x_T's latent size {x_T.shape[1]}")
         if get_array_module(x_T) is not xp:
             raise TypeError("x_T must be on the schedule's device (use ldm_np.to_device)")
-    if draws_noise or x_T is None:
-        if rng is None:
-            raise ValueError("rng is required: this call draws random numbers (no x_T, or noise is added)")
-        _check_rng(rng, xp)
+    if (draws_noise or x_T is None) and rng is None:
+        raise ValueError("rng is required: this call draws random numbers (no x_T, or noise is added)")
 
     x = rng.standard_normal((num_samples, shape), dtype=dt) if x_T is None else x_T  # [batch, latent]
     trajectory: list[StepTrace] = []
@@ -580,9 +565,8 @@ def ddim_invert(
     x0: [batch, latent] in the schedule's dtype -> x_T: [batch, latent].
     """
     xp = get_array_module(schedule["alphas_cumprod"])
-    if not callable(model):
-        raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}")
-    check_prediction_type(prediction_type)
+    _check_callable(model, "model", "model(x_t, t)")
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     check_samples(x0, "x0", schedule["alphas_cumprod"].dtype)
     final_alpha_cumprod = check_float(
         final_alpha_cumprod, "final_alpha_cumprod", low=0.0, high=1.0, low_open=True
