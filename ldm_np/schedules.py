@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .backend import xp_for_device
-from .validation import check_dtype_name, check_float, check_int
+from .validation import check_choice, check_dtype_name, check_float, check_int
 
 KINDS = ("linear", "scaled_linear", "cosine")
 
@@ -74,8 +74,7 @@ def make_schedule(
     terminal-SNR trap).
     """
     num_steps = check_int(num_steps, "num_steps")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    check_choice(kind, "kind", KINDS)
     beta_start = check_float(beta_start, "beta_start", low=0.0, high=1.0, low_open=True)
     beta_end = check_float(beta_end, "beta_end", low=0.0, high=1.0, low_open=True)
     if beta_end < beta_start:

@@ -1,0 +1,83 @@
+"""Tests for ldm_np.anomaly: off and free by default, and when on, the first non-finite layer output is named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import ldm_np
+from ldm_np import anomaly
+from ldm_np.anomaly import AnomalyError, check, detect_anomaly
+
+
+class Unreadable:
+    """An 'array' that fails if anything reads it: proves that the detector, off, does not look."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"the detector read .{name} while off")
+
+
+def test_off_by_default_and_free():
+    assert not anomaly.is_enabled()
+    x = np.array([np.nan, 1.0])
+    assert check(x, "Denoiser", "denoiser_block_2_up", "forward") is x  # NaN passes: off
+    u = Unreadable()
+    assert check(u, "Denoiser", "noise_pred", "backward") is u  # not even read
+
+
+def test_on_raises_at_the_first_non_finite_value_naming_module_layer_pass_and_step():
+    with detect_anomaly():
+        assert anomaly.is_enabled()
+        anomaly.set_step(37)
+        check(np.ones((2, 3), np.float32), "Denoiser", "denoiser_block_1_up", "forward")  # finite: passes
+        x = np.ones((2, 3), np.float32)
+        x[1, 2] = np.nan
+        x[0, 0] = np.inf
+        with pytest.raises(AnomalyError) as info:
+            check(x, "Denoiser", "denoiser_block_2_up", "forward")
+    msg = str(info.value)
+    for part in (
+        "forward pass of Denoiser",
+        "'denoiser_block_2_up'",
+        "training step 37",
+        "1 NaN",
+        "1 infinite",
+    ):
+        assert part in msg, (part, msg)
+    assert not anomaly.is_enabled() and anomaly._State.step is None  # restored on leaving
+
+
+def test_an_explicit_step_and_the_backward_pass():
+    with (
+        detect_anomaly(),
+        pytest.raises(AnomalyError, match=r"backward pass of Encoder .* 'enc_mu' at training step 3"),
+    ):
+        check(np.array([-np.inf]), "Encoder", "enc_mu", "backward", step=3)
+
+
+def test_restored_after_an_exception_and_when_nested():
+    with pytest.raises(KeyError), detect_anomaly():
+        raise KeyError("x")
+    assert not anomaly.is_enabled()
+    with detect_anomaly():
+        with detect_anomaly():
+            pass
+        assert anomaly.is_enabled()  # the inner block does not switch off the outer one
+    assert not anomaly.is_enabled()
+
+
+def test_bad_arguments_are_refused_while_on():
+    x = np.ones(2)
+    with detect_anomaly():
+        with pytest.raises(ValueError, match="pass_"):
+            check(x, "Decoder", "dec_out", "sideways")
+        with pytest.raises(TypeError, match="module and layer"):
+            check(x, 3, "dec_out", "forward")
+        with pytest.raises(TypeError, match="step"):
+            check(x, "Decoder", "dec_out", "forward", step=1.5)
+        with pytest.raises(TypeError, match="step"):
+            anomaly.set_step("7")
+
+
+def test_exported_from_the_package():
+    assert ldm_np.detect_anomaly is detect_anomaly
