@@ -10,7 +10,7 @@ from .anomaly import detect_anomaly
 from .backend import default_rng, get_array_module, gpu_available, to_device, to_numpy
 from .denoiser import Denoiser
 from .gradcheck import check_module, numerical_gradient, rel_error
-from .losses import kl_divergence, kl_divergence_backward, mse_loss
+from .losses import kl_divergence, kl_divergence_backward, kl_divergence_forward
 from .models import (
     build,
     build_decoder,
@@ -22,7 +22,7 @@ from .models import (
 )
 from .optim import Adam, AdamW, clip_grad_norm
 from .schedules import make_schedule
-from .vae import Decoder, Encoder, reparameterize, reparameterize_backward, reparameterize_with_noise
+from .vae import Decoder, Encoder, reparameterize, reparameterize_backward, reparameterize_forward
 
 __version__ = "0.1.0"
 
@@ -44,8 +44,8 @@ __all__ = [
     "gpu_available",
     "kl_divergence",
     "kl_divergence_backward",
+    "kl_divergence_forward",
     "make_schedule",
-    "mse_loss",
     "numerical_gradient",
     "output_size",
     "param_count",
@@ -53,7 +53,7 @@ __all__ = [
     "rel_error",
     "reparameterize",
     "reparameterize_backward",
-    "reparameterize_with_noise",
+    "reparameterize_forward",
     "to_device",
     "to_numpy",
 ]

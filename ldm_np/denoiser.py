@@ -7,7 +7,7 @@
     h     = h + down(SiLU(up(LayerNorm(h))))       num_layers times
     out   = noise_pred(h)                          [batch, latent]
 
-Layer names follow the design this library keeps: ``time_mlp_1``, ``z_proj``,
+Layer names follow Edifice's ``LatentDiffusion``, the design ldm_np keeps: ``time_mlp_1``, ``z_proj``,
 ``denoiser_block_{i}_norm``, ``denoiser_block_{i}_up``,
 ``denoiser_block_{i}_down`` (i from 1), ``noise_pred``; a class-conditional
 model adds ``label_embed``.
@@ -24,7 +24,6 @@ from .layers import (
     TIME_INPUTS,
     dense_backward,
     dense_forward,
-    dense_param_grads,
     init_dense,
     init_layernorm,
     residual_block_backward,
@@ -34,7 +33,7 @@ from .layers import (
     timestep_embedding,
 )
 from .module import Module
-from .validation import check_array, check_dtype_name, check_int, check_timesteps
+from .validation import check_array, check_choice, check_dtype_name, check_int, check_timesteps
 
 
 def label_embedding_forward(labels: Any, table: Any) -> tuple[Any, Any]:
@@ -63,10 +62,10 @@ class Denoiser(Module):
 
     def __init__(
         self,
-        latent_size: int = 32,
-        hidden_size: int = 256,
-        num_layers: int = 4,
-        num_steps: int = 1000,
+        latent_size: int,
+        hidden_size: int,
+        num_layers: int,
+        num_steps: int,
         *,
         time_input: str = "index",
         num_classes: int | None = None,
@@ -78,12 +77,10 @@ class Denoiser(Module):
         self.hidden_size = check_int(hidden_size, "hidden_size")
         self.num_layers = check_int(num_layers, "num_layers", minimum=0)
         self.num_steps = check_int(num_steps, "num_steps")
-        if time_input not in TIME_INPUTS:
-            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
-        self.time_input = time_input
+        self.time_input = check_choice(time_input, "time_input", TIME_INPUTS)
         self.num_classes = None if num_classes is None else check_int(num_classes, "num_classes")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "time_mlp_1": init_dense(rng, h, h, dt),
@@ -138,7 +135,7 @@ class Denoiser(Module):
             lab, c_lab = label_embedding_forward(labels, p["label_embed"]["table"])
             temb = temb + lab  # not in place: temb is in SiLU's cache
         h, c_z = dense_forward(z_t, **p["z_proj"])  # [batch, hidden]
-        h += temb
+        h = h + temb
         blocks = []
         for i in range(1, self.num_layers + 1):
             h, c = residual_block_forward(
@@ -171,6 +168,6 @@ class Denoiser(Module):
         if c_lab is not None:
             g["label_embed"]["table"] = label_embedding_backward(dh, c_lab)
         dtemb = silu_backward(dh, s_t)
-        # The time MLP's input is the fixed sinusoidal embedding: no dx needed.
-        g["time_mlp_1"]["kernel"], g["time_mlp_1"]["bias"] = dense_param_grads(dtemb, c_t)
+        # The time MLP's input is the fixed sinusoidal embedding: its gradient is not used.
+        _, g["time_mlp_1"]["kernel"], g["time_mlp_1"]["bias"] = dense_backward(dtemb, c_t)
         return dz_t

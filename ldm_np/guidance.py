@@ -241,7 +241,7 @@ def curvature_along(
     inv_s = 1.0 / float(scale_factor)
     plus = decoder.forward((z + h * direction) * inv_s)  # [n, input]
     minus = decoder.forward((z - h * direction) * inv_s)  # [n, input]
-    decoder._cache = None
+    decoder.clear_cache()
     jd = (plus - minus) * (1.0 / (2.0 * h)) * mask  # [n, input]
     return (jd * jd).sum(axis=1, keepdims=True)  # [n, 1]
 

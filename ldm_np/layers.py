@@ -63,53 +63,24 @@ def dense_forward(x: Any, kernel: Any, bias: Any) -> tuple[Any, Any]:
 
     x: [batch, in], kernel: [in, out], bias: [out] -> y: [batch, out].
     """
-    y = x @ kernel  # [batch, out]
-    y += bias
+    y = x @ kernel + bias  # [batch, out]
     return y, (x, kernel)
 
 
 def dense_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of y = x @ kernel + bias.
+    """Gradients of y = x @ kernel + bias, from dy = dL/dy [batch, out].
 
     dx = dy @ kernel.T          [batch, in]
     dkernel = x.T @ dy          [in, out]
     dbias = sum_batch dy        [out]
-
-    ``kernel.T`` and ``x.T`` are views: BLAS reads them transposed, no copy.
     """
     ### BEGIN SOLUTION dense_backward
     x, kernel = cache
     dx = dy @ kernel.T  # [batch, in]
     dkernel = x.T @ dy  # [in, out]
-    dbias = batch_sum(dy)  # [out]
+    dbias = dy.sum(axis=0)  # [out]
     return dx, dkernel, dbias
     ### END SOLUTION
-
-
-def dense_param_grads(dy: Any, cache: Any) -> tuple[Any, Any]:
-    """``dense_backward`` without dx: (dkernel, dbias), for a layer whose input needs no gradient.
-
-    The first layer of a network fed with data (or with a fixed embedding)
-    never uses dx; skipping it saves a [batch, out] x [out, in] product.
-    """
-    x, _ = cache
-    return x.T @ dy, batch_sum(dy)  # [in, out], [out]
-
-
-def batch_sum(a: Any) -> Any:
-    """Sum over the batch axis: [batch, features] -> [features], i.e. ``a.sum(axis=0)``.
-
-    On a GPU the same sum is computed as ``ones @ a``: CuPy's reduction over
-    the first axis of a tall array is slow (several times a whole training
-    step at large batches), while a matrix-vector product is one fast cuBLAS
-    call. On the CPU the two take about the same time on one thread, but the
-    matrix-vector product goes through OpenBLAS's threads, which stalled it
-    up to a hundredfold on a busy 2-core machine; ``a.sum(axis=0)`` is kept.
-    """
-    xp = get_array_module(a)
-    if xp is np:
-        return a.sum(axis=0)
-    return xp.ones(a.shape[0], dtype=a.dtype) @ a
 
 
 # --------------------------------------------------------------------------
@@ -117,80 +88,34 @@ def batch_sum(a: Any) -> Any:
 # --------------------------------------------------------------------------
 
 
-# Elementwise chains (SiLU and its gradient: four or five ufuncs each) are
-# limited by memory traffic, not arithmetic: at batch 1,024 a [batch, 4*hidden]
-# float32 array is 4 MiB, larger than a core's L2 cache, so every ufunc of the
-# chain would stream it from main memory again. Running the chain on blocks of
-# rows that fit in L2 reads the inputs once and writes the outputs once.
-ROW_BLOCK_BYTES = 256 * 1024
+def sigmoid(x: Any) -> Any:
+    """sigma(x) = 1 / (1 + exp(-x)), computed as (1 + tanh(x / 2)) / 2.
 
-
-def row_blocks(a: Any) -> list[Any]:
-    """Indices that cut ``a`` into blocks of rows of about ``ROW_BLOCK_BYTES`` each.
-
-    One block (``...``, the whole array) for small arrays and on a GPU, where
-    one kernel over the whole array is what is wanted.
-    """
-    if get_array_module(a) is not np or a.ndim < 2 or a.nbytes <= 2 * ROW_BLOCK_BYTES:
-        return [...]
-    rows = max(ROW_BLOCK_BYTES // (a.nbytes // a.shape[0]), 1)
-    return [slice(i, i + rows) for i in range(0, a.shape[0], rows)]
-
-
-def sigmoid(x: Any, out: Any = None) -> Any:
-    """sigma(x) = 1 / (1 + exp(-x)), written as (1 + tanh(x / 2)) / 2.
-
-    The tanh form never overflows, for any float32 x. All four steps write
-    into one array: ``out`` if given, else a new one.
+    The two are equal; the tanh form never overflows (exp(-x) does in
+    float32 for x < -88).
     """
     xp = get_array_module(x)
-    s = xp.multiply(x, 0.5, out=out)  # x / 2
-    xp.tanh(s, out=s)
-    s += 1.0
-    s *= 0.5
-    return s
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))
 
 
 def silu_forward(x: Any) -> tuple[Any, Any]:
-    """SiLU (swish): y = x * sigma(x). Shape-preserving.
+    """SiLU (swish): y = x * sigma(x). Any shape.
 
-    The cache is (y, sigma(x)): the backward needs nothing else (see
-    ``silu_backward``), and y is kept anyway as the next layer's input.
-    So y must not be changed in place before the backward pass.
-    Computed block by block of rows (see ``row_blocks``); the numbers are
-    those of ``s = sigmoid(x); y = x * s``.
+    The cache holds x and sigma(x), the two things the backward formula names.
     """
-    xp = get_array_module(x)
-    s = xp.empty_like(x)  # sigma(x)
-    y = xp.empty_like(x)
-    for rows in row_blocks(x):
-        sigmoid(x[rows], out=s[rows])
-        xp.multiply(x[rows], s[rows], out=y[rows])
-    return y, (y, s)
+    s = sigmoid(x)
+    y = x * s
+    return y, (x, s)
 
 
 def silu_backward(dy: Any, cache: Any) -> Any:
     """dx = dy * sigma(x) * (1 + x * (1 - sigma(x))).
 
-    From d/dx [x sigma(x)] = sigma(x) + x sigma(x)(1 - sigma(x)).
-
-    The cache holds y = x * sigma(x) and s = sigma(x), so x s = y and
-
-        dx = dy * (s + y * (1 - s))
-
-    the same number with one multiplication fewer. It is evaluated inside
-    out, each step in place in the output (one allocation, no temporaries),
-    block by block of rows (see ``row_blocks``).
+    From d/dx [x sigma(x)] = sigma(x) + x sigma(x) (1 - sigma(x)).
     """
     ### BEGIN SOLUTION silu_backward
-    y, s = cache
-    xp = get_array_module(dy)
-    dx = xp.empty_like(dy)
-    for rows in row_blocks(dy):
-        d = xp.subtract(1.0, s[rows], out=dx[rows])  # 1 - s
-        d *= y[rows]  # y (1 - s)
-        d += s[rows]  # s + y (1 - s) = s (1 + x (1 - s))
-        d *= dy[rows]
+    x, s = cache
+    dx = dy * s * (1.0 + x * (1.0 - s))
     return dx
     ### END SOLUTION
 
@@ -201,22 +126,18 @@ def silu_backward(dy: Any, cache: Any) -> Any:
 
 
 def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = LAYERNORM_EPS) -> tuple[Any, Any]:
-    """LayerNorm over the last axis: y = gamma * (x - mean) / sqrt(var + eps) + beta.
+    """LayerNorm over the last axis: y = gamma * xhat + beta, xhat = (x - mean) * rstd.
 
+    mean and var are taken over the features of each row, rstd = 1 / sqrt(var + eps).
     x: [batch, features], gamma, beta: [features] -> y: [batch, features].
     The variance is the biased one (divide by ``features``), as in the paper
     (Ba et al., 2016) and in PyTorch.
     """
-    xp = get_array_module(x)
-    n = x.shape[-1]
     mean = x.mean(axis=-1, keepdims=True)  # [batch, 1]
-    xhat = x - mean  # [batch, features], centred; normalised in place below
-    # var = mean(xc * xc), as a row-wise dot product: no [batch, features] temporary.
-    var = xp.einsum("...i,...i->...", xhat, xhat)[..., None] / n  # [batch, 1]
+    var = x.var(axis=-1, keepdims=True)  # [batch, 1]
     rstd = 1.0 / (var + eps) ** 0.5  # [batch, 1]
-    xhat *= rstd  # [batch, features]
-    y = xhat * gamma
-    y += beta
+    xhat = (x - mean) * rstd  # [batch, features]
+    y = gamma * xhat + beta
     return y, (xhat, rstd, gamma)
 
 
@@ -227,25 +148,18 @@ def layernorm_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
     dgamma = sum_batch dy * xhat                               [features]
     dbeta = sum_batch dy                                       [features]
 
-    The two sums run over the feature axis: they carry the gradient through
-    the mean and the variance, which depend on every feature of the row.
+    The two sums inside dx run over the features of each row: they carry the
+    gradient through the mean and the variance, which depend on every feature.
     """
     ### BEGIN SOLUTION layernorm_backward
     xhat, rstd, gamma = cache
-    xp = get_array_module(dy)
     n = xhat.shape[-1]
-    dy_xhat = dy * xhat  # [batch, features]
-    dgamma = batch_sum(dy_xhat)
-    dbeta = batch_sum(dy)
     g = dy * gamma  # [batch, features]
-    g_mean = g.mean(axis=-1, keepdims=True)  # [batch, 1]
-    gx_mean = xp.einsum("...i,...i->...", g, xhat)[..., None] / n  # [batch, 1]: mean(g * xhat), no temporary
-    # The formula above with 1/n moved inside: dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
-    # computed in g's buffer; dy_xhat's buffer (no longer needed) holds xhat * mean(g * xhat).
-    dx = g
-    dx -= g_mean
-    dx -= xp.multiply(xhat, gx_mean, out=dy_xhat)
-    dx *= rstd
+    g_sum = g.sum(axis=-1, keepdims=True)  # [batch, 1]
+    gx_sum = (g * xhat).sum(axis=-1, keepdims=True)  # [batch, 1]
+    dx = rstd / n * (n * g - g_sum - xhat * gx_sum)
+    dgamma = (dy * xhat).sum(axis=0)
+    dbeta = dy.sum(axis=0)
     return dx, dgamma, dbeta
     ### END SOLUTION
 
@@ -265,8 +179,8 @@ def residual_block_forward(h: Any, norm: dict, up: dict, down: dict) -> tuple[An
     u, c_up = dense_forward(a, up["kernel"], up["bias"])  # [batch, 4*hidden]
     s, c_act = silu_forward(u)
     d, c_down = dense_forward(s, down["kernel"], down["bias"])  # [batch, hidden]
-    d += h
-    return d, (c_norm, c_up, c_act, c_down)
+    out = h + d
+    return out, (c_norm, c_up, c_act, c_down)
 
 
 def residual_block_backward(dout: Any, cache: Any) -> tuple[Any, dict, dict, dict]:
@@ -279,8 +193,8 @@ def residual_block_backward(dout: Any, cache: Any) -> tuple[Any, dict, dict, dic
     ds, dk_down, db_down = dense_backward(dout, c_down)
     du = silu_backward(ds, c_act)
     da, dk_up, db_up = dense_backward(du, c_up)
-    dh, dgamma, dbeta = layernorm_backward(da, c_norm)
-    dh += dout  # the skip connection
+    dh_branch, dgamma, dbeta = layernorm_backward(da, c_norm)
+    dh = dout + dh_branch  # the skip connection passes dout through unchanged
     return (
         dh,
         {"gamma": dgamma, "beta": dbeta},
@@ -328,17 +242,12 @@ def timestep_embedding(
     An odd ``dim`` gets a zero last column, so the width is always ``dim``.
     """
     xp = get_array_module(t)
-    if time_input not in TIME_INPUTS:
-        raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
-    s = t.astype(dtype)
+    s = t.astype(dtype)  # [batch]
     if time_input == "fraction":
         s = s / num_steps
     freqs = timestep_frequencies(dim, xp, dtype)  # [half]
-    half = freqs.shape[0]
     angles = s[:, None] * freqs[None, :]  # [batch, half]
-    emb = xp.empty((t.shape[0], dim), dtype=dtype)  # [batch, dim]: [sin | cos | 0 if dim is odd]
-    xp.sin(angles, out=emb[:, :half])
-    xp.cos(angles, out=emb[:, half : 2 * half])
+    columns = [xp.sin(angles), xp.cos(angles)]
     if dim % 2:
-        emb[:, -1] = 0
-    return emb
+        columns.append(xp.zeros((t.shape[0], 1), dtype=dtype))
+    return xp.concatenate(columns, axis=1)  # [batch, dim]: [sin | cos | 0 if dim is odd]

@@ -1,8 +1,10 @@
-"""The public builders, with the names and defaults of the design ldm_np follows.
+"""The public builders, with the names and defaults of Edifice's ``LatentDiffusion``.
 
     encoder, decoder, denoiser = build(input_size=287)
 
-Defaults: latent 32, hidden 256, 4 residual blocks, 1000 diffusion steps.
+Defaults: latent 32, hidden 256, 4 residual blocks, 1000 diffusion steps. They
+live in ``DEFAULTS`` alone: the builders, ``param_count`` and ``LDMConfig``
+read them from there, and the model classes take every size explicitly.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ DEFAULTS = {
 
 def build_encoder(
     input_size: int,
-    latent_size: int = 32,
-    hidden_size: int = 256,
+    latent_size: int = DEFAULTS["latent_size"],
+    hidden_size: int = DEFAULTS["hidden_size"],
     *,
     seed: int = 0,
     dtype: Any = "float32",
@@ -37,8 +39,8 @@ def build_encoder(
 
 def build_decoder(
     input_size: int,
-    latent_size: int = 32,
-    hidden_size: int = 256,
+    latent_size: int = DEFAULTS["latent_size"],
+    hidden_size: int = DEFAULTS["hidden_size"],
     *,
     seed: int = 0,
     dtype: Any = "float32",
@@ -49,10 +51,10 @@ def build_decoder(
 
 
 def build_denoiser(
-    latent_size: int = 32,
-    hidden_size: int = 256,
-    num_layers: int = 4,
-    num_steps: int = 1000,
+    latent_size: int = DEFAULTS["latent_size"],
+    hidden_size: int = DEFAULTS["hidden_size"],
+    num_layers: int = DEFAULTS["num_layers"],
+    num_steps: int = DEFAULTS["num_steps"],
     *,
     time_input: str = "index",
     num_classes: int | None = None,
@@ -62,7 +64,7 @@ def build_denoiser(
 ) -> Denoiser:
     """The latent denoiser: (z_t [batch, latent_size], t [batch]) -> eps_hat [batch, latent_size].
 
-    ``time_input="fraction"`` reproduces the original design's embedding of
+    ``time_input="fraction"`` reproduces Edifice's embedding of
     t / num_steps; the default ``"index"`` embeds t itself, as DDPM does, so
     every channel of the embedding varies over the schedule. On the digits the
     two trained equally well (README: "The time embedding").
@@ -82,10 +84,10 @@ def build_denoiser(
 
 def build(
     input_size: int,
-    latent_size: int = 32,
-    hidden_size: int = 256,
-    num_layers: int = 4,
-    num_steps: int = 1000,
+    latent_size: int = DEFAULTS["latent_size"],
+    hidden_size: int = DEFAULTS["hidden_size"],
+    num_layers: int = DEFAULTS["num_layers"],
+    num_steps: int = DEFAULTS["num_steps"],
     *,
     time_input: str = "index",
     seed: int = 0,
@@ -113,21 +115,21 @@ def build(
     return encoder, decoder, denoiser
 
 
-def output_size(latent_size: int = 32, **_: Any) -> int:
+def output_size(latent_size: int = DEFAULTS["latent_size"], **_: Any) -> int:
     """The denoiser's output width: the latent size."""
     return check_int(latent_size, "latent_size")
 
 
 def recommended_defaults() -> dict[str, int]:
-    """The original design's defaults: input 287, latent 32, hidden 256, 4 layers, 1000 steps."""
+    """Edifice's ``LatentDiffusion`` defaults: input 287, latent 32, hidden 256, 4 layers, 1000 steps."""
     return dict(DEFAULTS)
 
 
 def param_count(
-    input_size: int = 287,
-    latent_size: int = 32,
-    hidden_size: int = 256,
-    num_layers: int = 4,
+    input_size: int = DEFAULTS["input_size"],
+    latent_size: int = DEFAULTS["latent_size"],
+    hidden_size: int = DEFAULTS["hidden_size"],
+    num_layers: int = DEFAULTS["num_layers"],
     **_: Any,
 ) -> int:
     """The exact number of scalars in the three models ``build`` returns.

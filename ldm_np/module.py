@@ -8,7 +8,6 @@ overwrites ``grads``.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,21 +72,9 @@ class Module:
         cache, self._cache = self._cache, None
         return cache
 
-    def replica(self) -> Module:
-        """A twin that shares this model's parameter arrays but has its own gradients and cache.
-
-        Used by data parallelism (``ldm_np.parallel``): replicas run the
-        forward and backward of different shards of a batch at the same time,
-        reading the same weights. An in-place change of the parameters
-        (an optimizer step, ``load_params``) is seen by every replica.
-        """
-        twin = copy.copy(self)  # shallow: the same ``params`` dict and arrays
-        twin.grads = {
-            layer: {name: self.xp.zeros_like(v) for name, v in group.items()}
-            for layer, group in self.params.items()
-        }
-        twin._cache = None
-        return twin
+    def clear_cache(self) -> None:
+        """Drop the activations kept for the backward pass (after an inference-only forward)."""
+        self._cache = None
 
     def load_params(self, tree: ParamTree) -> None:
         """Copy values from ``tree`` (same layers, names, shapes) into ``params``."""

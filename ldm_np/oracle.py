@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .diffusion import _target, check_prediction_type, check_samples, check_t, gather
-from .validation import check_array, check_dtype_name, check_int
+from .validation import check_array
 
 
 class OracleDenoiser:
@@ -97,45 +97,6 @@ class OracleDenoiser:
         return _target(self.prediction_type, x0_hat, eps_hat, self.schedule, t)
 
 
-def nearest_distance(samples: Any, data: Any) -> Any:
-    """Euclidean distance from each sample to its nearest data point: [n_samples].
-
-    samples: [m, d], data: [n, d], same dtype. The nearest point is found with
-    the matrix-product form of the squared distances; the distance itself is
-    then computed directly as ||sample - nearest||, because the expanded form
-    cancels catastrophically for a sample that sits on a data point (float32
-    would report ~1e-3 instead of ~1e-7).
-    """
-    check_samples(samples, "samples", samples.dtype if hasattr(samples, "dtype") else None)
-    check_array(samples, "samples", shape=(None, samples.shape[1]))
-    check_array(data, "data", shape=(None, samples.shape[1]), dtype=samples.dtype)
-    xp = get_array_module(samples, data)
-    cross = samples @ data.T  # [m, n]
-    sq = (data * data).sum(axis=1) - 2.0 * cross  # [m, n]; ||sample||^2 is the same for every i
-    nearest = data[xp.argmin(sq, axis=1)]  # [m, d]
-    diff = samples - nearest  # [m, d]
-    return xp.sqrt((diff * diff).sum(axis=1))  # [m]
-
-
-def make_moons(n: int, *, seed: int = 0, noise: float = 0.05, dtype: Any = "float32") -> np.ndarray:
-    """n points on two interleaved half circles in 2-D, standardised per coordinate: [n, 2].
-
-    The upper moon is (cos u, sin u), the lower (1 - cos u, 0.5 - sin u),
-    u ~ U(0, pi); Gaussian noise of std ``noise`` is added before the
-    standardisation (zero mean, unit variance per coordinate).
-    """
-    n = check_int(n, "n", minimum=2)
-    dt = check_dtype_name(dtype)
-    rng = np.random.default_rng(seed)
-    u = rng.uniform(0.0, np.pi, size=n)  # [n]
-    upper = np.arange(n) < (n + 1) // 2  # [n]
-    x = np.where(upper, np.cos(u), 1.0 - np.cos(u))
-    y = np.where(upper, np.sin(u), 0.5 - np.sin(u))
-    points = np.stack([x, y], axis=1) + noise * rng.standard_normal((n, 2))  # [n, 2]
-    points = (points - points.mean(axis=0)) / points.std(axis=0)
-    return points.astype(dt)
-
-
 def pairwise_scale(data: np.ndarray) -> dict[str, float]:
     """Distances within ``data`` [n, d]: the smallest, the median nearest-neighbour one, the mean."""
     d = np.sqrt(((data[:, None, :] - data[None, :, :]) ** 2).sum(axis=-1))  # [n, n]
@@ -148,14 +109,16 @@ def pairwise_scale(data: np.ndarray) -> dict[str, float]:
 
 def main(num_points: int = 64, num_samples: int = 512, seed: int = 0) -> list[dict[str, Any]]:
     """Sample with the oracle (DDPM 1000 steps, DDIM 50) for each prediction type; print a table."""
+    from .datasets import moons
+    from .evaluation.metrics import nearest_distance
     from .samplers import sample
     from .schedules import make_schedule
 
     schedule = make_schedule(1000, 1e-4, 0.02, "linear", dtype="float32")
-    data = make_moons(num_points, seed=seed, dtype="float32")  # [n, 2]
+    data = moons(num_points, seed=seed, noise=0.05, dtype="float32")  # [n, 2]
     scale = pairwise_scale(data.astype(np.float64))
     print(
-        f"data: {num_points} points of the 2-D moons (d = 2, standardised), float32; "
+        f"data: {num_points} points of the 2-D moons (d = 2, about unit scale), float32; "
         f"linear schedule, T = 1000, beta 1e-4..0.02"
     )
     print(

@@ -28,10 +28,10 @@ from .backend import default_rng, to_device, to_numpy, xp_for_device
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, subtree, with_prefix
 from .denoiser import Denoiser
 from .diffusion import PREDICTION_TYPES
+from .layers import TIME_INPUTS
 from .losses import kl_per_dimension
-from .models import build_decoder, build_denoiser, build_encoder
+from .models import DEFAULTS, build_decoder, build_denoiser, build_encoder
 from .optim import Adam
-from .parallel import DataParallel
 from .samplers import sample as run_sampler
 from .schedules import KINDS, make_schedule
 from .training import (
@@ -46,7 +46,7 @@ from .training import (
     step_rng,
     vae_step,
 )
-from .validation import check_array, check_dtype_name, check_float, check_int
+from .validation import check_array, check_choice, check_dtype_name, check_float, check_int
 
 # A latent dimension whose KL stays below this (nats) carries no information.
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -57,10 +57,10 @@ class LDMConfig:
     """Everything that defines a model and how it trains. Stored in every checkpoint."""
 
     input_size: int
-    latent_size: int = 32
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_steps: int = 1000
+    latent_size: int = DEFAULTS["latent_size"]
+    hidden_size: int = DEFAULTS["hidden_size"]
+    num_layers: int = DEFAULTS["num_layers"]
+    num_steps: int = DEFAULTS["num_steps"]
     schedule: str = "linear"
     beta_start: float = 1e-4
     beta_end: float = 0.02
@@ -84,9 +84,6 @@ class LDMConfig:
     grad_clip: float = 1.0
     min_snr_gamma: float | None = None
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
-    # CPU threads each batch is split across (data parallelism, ldm_np.parallel); None: one per core.
-    # A GPU always uses one. Results differ only by float rounding from one worker count to another.
-    workers: int | None = None
 
     def validate(self) -> LDMConfig:
         """Check every field; raise ValueError/TypeError naming the bad one."""
@@ -97,16 +94,11 @@ class LDMConfig:
         check_int(self.num_layers, "num_layers", minimum=0)
         check_int(self.warmup_steps, "warmup_steps", minimum=0)
         check_int(self.seed, "seed", minimum=0)
-        if self.workers is not None:
-            check_int(self.workers, "workers", minimum=1)
         if self.num_classes is not None:
             check_int(self.num_classes, "num_classes", minimum=1)
-        if self.schedule not in KINDS:
-            raise ValueError(f"schedule must be one of {KINDS}, got {self.schedule!r}")
-        if self.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
-            )
+        check_choice(self.schedule, "schedule", KINDS)
+        check_choice(self.prediction_type, "prediction_type", PREDICTION_TYPES)
+        check_choice(self.time_input, "time_input", TIME_INPUTS)
         check_dtype_name(self.dtype)
         for name in ("vae_lr", "denoiser_lr", "recon_std"):
             check_float(getattr(self, name), name, low=0.0, low_open=True)
@@ -144,10 +136,6 @@ class LatentDiffusion:
         # The EMA weights wear a Denoiser of their own, sharing the shadow arrays.
         self.ema_denoiser = self._new_denoiser(seed=c.seed + 2)
         self.ema_denoiser.params = self.ema.shadow
-        # Replicas for data parallelism: each worker trains (or samples) on a shard of the batch.
-        self.vae_parallel = DataParallel([self.encoder, self.decoder], c.workers)
-        self.denoiser_parallel = DataParallel([self.denoiser], c.workers)
-        self.ema_parallel = DataParallel([self.ema_denoiser], c.workers)
         self.vae_state = LoopState()
         self.denoiser_state = LoopState()
         self.scale_factor = 1.0
@@ -264,7 +252,6 @@ class LatentDiffusion:
                 eps,
                 beta=c.kl_weight,
                 recon_std=c.recon_std,
-                parallel=self.vae_parallel,
             )
 
         self._run(
@@ -304,7 +291,7 @@ class LatentDiffusion:
             mu, lv = self.encoder.forward(Xs[i : i + chunk])
             mus.append(mu)
             log_vars.append(lv)
-        self.encoder._cache = None  # inference only: drop the activations
+        self.encoder.clear_cache()  # inference only: drop the activations
         return self.xp.concatenate(mus), self.xp.concatenate(log_vars)
 
     # ------------------------------------------------------------------ stage 2
@@ -355,7 +342,6 @@ class LatentDiffusion:
                 prediction_type=c.prediction_type,
                 min_snr_gamma=c.min_snr_gamma,
                 grad_clip=c.grad_clip,
-                parallel=self.denoiser_parallel,
             )
 
         self._run(
@@ -406,7 +392,7 @@ class LatentDiffusion:
         """Latents [n, latent] (scaled, as from ``encode`` or ``sample``) -> data [n, input]."""
         z = self._prepare(z, "z", self.config.latent_size)
         x = self.decoder.forward(z * (1.0 / self.scale_factor))
-        self.decoder._cache = None
+        self.decoder.clear_cache()
         return self.unstandardize(x)
 
     def sample(
@@ -453,7 +439,7 @@ class LatentDiffusion:
             **sampler_kwargs,
         )
         z0, traces = out if return_trajectory else (out, None)
-        model._cache = None
+        model.clear_cache()
         x = self.decode(z0)
         result = (x, z0) if return_latents else x
         if return_trajectory:
@@ -463,10 +449,10 @@ class LatentDiffusion:
     def _model_fn(
         self, use_ema: bool, labels: Any, guidance_scale: float, n: int, guidance_rescale: float = 0.0
     ) -> Any:
-        """The sampler's model callable (z_t, t) -> output: the (EMA) denoiser, its batch split
-        across the workers (``DataParallel``), with the null label or guidance where asked."""
+        """The sampler's model callable (z_t, t) -> output: the (EMA) denoiser, with the null
+        label or guidance where asked."""
         c = self.config
-        model = self.ema_parallel if use_ema else self.denoiser_parallel
+        model = self.ema_denoiser if use_ema else self.denoiser
         if labels is None and (guidance_scale != 1.0 or guidance_rescale != 0.0):
             raise ValueError(
                 f"guidance_scale={guidance_scale} / guidance_rescale={guidance_rescale} need labels "
@@ -555,6 +541,9 @@ class LatentDiffusion:
         """Rebuild a model from ``save``'s file, ready to sample or to resume training."""
         arrays, config, state = load_checkpoint(path)
         known = {f.name for f in dataclasses.fields(LDMConfig)}
+        # Checkpoints of ldm_np 0.1.0 store the retired CPU data-parallelism setting; it
+        # never changed the model, so it is dropped.
+        config.pop("workers", None)
         unknown = sorted(set(config) - known)
         if unknown:
             raise CheckpointError(

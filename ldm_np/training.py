@@ -28,17 +28,16 @@ from tqdm.auto import tqdm
 
 from .backend import get_array_module, to_numpy
 from .diffusion import diffusion_loss, q_sample
-from .losses import kl_divergence, kl_divergence_backward, mse_loss
+from .losses import kl_divergence_backward, kl_divergence_forward, mse_backward, mse_forward
 from .module import ParamTree, iter_params
 from .optim import Adam, clip_grad_norm
-from .parallel import DataParallel, parallel_map
 from .vae import (
     Decoder,
     Encoder,
     clamp_log_var_backward,
     clamp_log_var_forward,
     reparameterize_backward,
-    reparameterize_with_noise,
+    reparameterize_forward,
 )
 
 VAE_STAGE, DENOISER_STAGE = 1, 2
@@ -93,61 +92,19 @@ class EMA:
         n = self.num_updates
         return min(self.decay, (1.0 + n) / (10.0 + n))
 
-    def update(self, params: ParamTree, *, workers: int = 1) -> None:
-        """One update of every shadow array; ``workers`` threads share the parameters out."""
+    def update(self, params: ParamTree) -> None:
+        """One update of every shadow array: shadow = d * shadow + (1 - d) * params."""
         d = self.current_decay()
-
-        def update_one(item: tuple[str, str, Any]) -> None:
-            layer, name, p = item
-            s = self.shadow[layer][name]
-            # s = d s + (1 - d) p, written as one in-place update
-            s -= (1.0 - d) * (s - p)
-
-        parallel_map(update_one, list(iter_params(params)), workers)
+        for layer, name, p in iter_params(params):
+            shadow = self.shadow[layer][name]
+            shadow *= d
+            shadow += (1 - d) * p
         self.num_updates += 1
 
 
 # --------------------------------------------------------------------------
 # Stage 1: the VAE
 # --------------------------------------------------------------------------
-
-
-def vae_forward_backward(
-    encoder: Encoder,
-    decoder: Decoder,
-    x: Any,
-    eps: Any,
-    *,
-    beta: float = 1.0,
-    recon_std: float = 0.1,
-    weight: float = 1.0,
-) -> dict[str, Any]:
-    """The VAE loss of a batch ``x`` [batch, input] with noise ``eps`` [batch, latent], and its gradients.
-
-    Fills ``encoder.grads`` and ``decoder.grads`` with the gradients of
-    ``weight * loss`` and returns ``weight *`` each loss (0-d device arrays).
-    The loss is the one in ``vae_step``; ``weight`` is a shard's share of
-    the batch under data parallelism, 1 otherwise.
-    """
-    mu, log_var_raw = encoder.forward(x)  # [batch, latent] each
-    log_var, inside = clamp_log_var_forward(log_var_raw)
-    z, rep_cache = reparameterize_with_noise(mu, log_var, eps)
-    x_hat = decoder.forward(z)  # [batch, input]
-
-    # mse_loss averages over batch * features; rescale to the per-sample sum / (2 sigma^2).
-    mse, dx_hat = mse_loss(x_hat, x)
-    scale = x.shape[1] / (2.0 * recon_std**2)
-    recon = mse * scale
-    dx_hat *= scale * weight
-    kl = kl_divergence(mu, log_var)
-    dmu_kl, dlog_var_kl = kl_divergence_backward(mu, log_var, beta * weight)
-
-    dz = decoder.backward(dx_hat)
-    dmu, dlog_var = reparameterize_backward(dz, rep_cache)
-    dmu = dmu + dmu_kl
-    dlog_var = clamp_log_var_backward(dlog_var + dlog_var_kl, inside)
-    encoder.backward(dmu, dlog_var, input_grad=False)  # the data need no gradient
-    return {"loss": (recon + beta * kl) * weight, "recon": recon * weight, "kl": kl * weight}
 
 
 def vae_step(
@@ -160,7 +117,6 @@ def vae_step(
     beta: float = 1.0,
     recon_std: float = 0.1,
     grad_clip: float | None = None,
-    parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """One VAE training step on a batch ``x`` [batch, input] with noise ``eps`` [batch, latent].
 
@@ -173,85 +129,35 @@ def vae_step(
     N(x; x_hat, recon_std^2 I), up to a constant: the units are nats per
     sample. A smaller ``recon_std`` (or beta < 1) trades prior match for
     sharper reconstructions. Returns the losses as 0-d device arrays.
-
-    ``parallel``, a ``DataParallel([encoder, decoder])``, splits the batch
-    among its workers (``ldm_np.parallel``): the same step up to float rounding.
     """
-    kwargs = {"beta": beta, "recon_std": recon_std}
-    if parallel is None:
-        losses = vae_forward_backward(encoder, decoder, x, eps, **kwargs)
-    else:
-        _check_parallel(parallel, [encoder, decoder])
-        shards = parallel.run(
-            lambda models, x, eps, weight: vae_forward_backward(*models, x, eps, weight=weight, **kwargs),
-            x,
-            eps,
-        )
-        parallel.reduce_grads()
-        losses = {name: sum(s[name] for s in shards) for name in shards[0]}
-    workers = _update_workers(parallel)
+    mu, log_var_raw = encoder.forward(x)  # [batch, latent] each
+    log_var, c_clamp = clamp_log_var_forward(log_var_raw)
+    z, c_rep = reparameterize_forward(mu, log_var, eps)
+    x_hat = decoder.forward(z)  # [batch, input]
+    mse, c_mse = mse_forward(x_hat, x)
+    kl, c_kl = kl_divergence_forward(mu, log_var)
+    # mse averages over batch * features; recon is the per-sample sum / (2 sigma^2).
+    recon_scale = x.shape[1] / (2.0 * recon_std**2)
+    recon = recon_scale * mse
+
+    dx_hat = mse_backward(recon_scale, c_mse)  # dloss/dmse = recon_scale
+    dmu_kl, dlog_var_kl = kl_divergence_backward(beta, c_kl)  # dloss/dKL = beta
+    dz = decoder.backward(dx_hat)
+    dmu_rep, dlog_var_rep = reparameterize_backward(dz, c_rep)
+    dlog_var_raw = clamp_log_var_backward(dlog_var_rep + dlog_var_kl, c_clamp)
+    encoder.backward(dmu_rep + dmu_kl, dlog_var_raw)
+
     params = {**encoder.params, **decoder.params}
     grads = {**encoder.grads, **decoder.grads}
     if grad_clip is not None:
-        clip_grad_norm(grads, grad_clip, workers=workers)
-    optimizer.step(params, grads, workers=workers)
-    return losses
-
-
-def _update_workers(parallel: DataParallel | None) -> int:
-    """Threads for the optimizer, clipping and EMA: as many as the batch had shards.
-
-    After a batch too small to split, BLAS ran with its own threads, and
-    OpenBLAS's idle worker still spins on the other core for a moment: a
-    second thread for Adam then made a denoiser step at batch 256 about 6%
-    slower on 2 cores. After a split it saves about a tenth of Adam's time.
-    """
-    return 1 if parallel is None else parallel.last_shards
-
-
-def _check_parallel(parallel: Any, models: list[Any]) -> None:
-    if not isinstance(parallel, DataParallel):
-        raise TypeError(f"parallel must be a DataParallel, got {type(parallel).__name__}")
-    if len(parallel.models) != len(models) or any(
-        a is not b for a, b in zip(parallel.models, models, strict=False)
-    ):
-        names = ", ".join(type(m).__name__ for m in models)
-        raise ValueError(
-            f"parallel must wrap the models being trained ({names}), in that order; got {parallel!r}"
-        )
+        clip_grad_norm(grads, grad_clip)
+    optimizer.step(params, grads)
+    return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
 
 
 # --------------------------------------------------------------------------
 # Stage 2: the denoiser
 # --------------------------------------------------------------------------
-
-
-def denoiser_forward_backward(
-    denoiser: Any,
-    schedule: dict[str, Any],
-    z0: Any,
-    t: Any,
-    noise: Any,
-    labels: Any = None,
-    *,
-    prediction_type: str = "epsilon",
-    min_snr_gamma: float | None = None,
-    weight: float = 1.0,
-) -> Any:
-    """The diffusion loss of a batch of clean latents ``z0`` [batch, latent], and its gradients.
-
-    Fills ``denoiser.grads`` with the gradients of ``weight * loss`` and
-    returns ``weight * loss`` (a 0-d device array); see ``denoiser_step``.
-    """
-    z_t = q_sample(schedule, z0, t, noise)
-    out = denoiser.forward(z_t, t, labels) if labels is not None else denoiser.forward(z_t, t)
-    loss, dout = diffusion_loss(
-        schedule, out, z0, noise, t, prediction_type=prediction_type, min_snr_gamma=min_snr_gamma
-    )
-    if weight != 1.0:
-        dout *= weight
-    denoiser.backward(dout)
-    return loss * weight
 
 
 def denoiser_step(
@@ -267,39 +173,24 @@ def denoiser_step(
     prediction_type: str = "epsilon",
     min_snr_gamma: float | None = None,
     grad_clip: float | None = 1.0,
-    parallel: DataParallel | None = None,
 ) -> dict[str, Any]:
     """One denoiser training step on clean latents ``z0`` [batch, latent].
 
     z_t = sqrt(ab_t) z0 + sqrt(1 - ab_t) noise; the denoiser predicts the
     target of ``prediction_type`` from (z_t, t); the loss is its (optionally
     min-SNR weighted) mean squared error. The VAE is not touched.
-
-    ``parallel``, a ``DataParallel([denoiser])``, splits the batch among its
-    workers (``ldm_np.parallel``): the same step up to float rounding.
     """
-    kwargs = {"prediction_type": prediction_type, "min_snr_gamma": min_snr_gamma}
-    if parallel is None:
-        loss = denoiser_forward_backward(denoiser, schedule, z0, t, noise, labels, **kwargs)
-    else:
-        _check_parallel(parallel, [denoiser])
-        shards = parallel.run(
-            lambda models, *batch: denoiser_forward_backward(
-                models[0], schedule, *batch[:-1], weight=batch[-1], **kwargs
-            ),
-            z0,
-            t,
-            noise,
-            labels,
-        )
-        parallel.reduce_grads()
-        loss = sum(shards)
-    workers = _update_workers(parallel)
+    z_t = q_sample(schedule, z0, t, noise)  # [batch, latent]
+    out = denoiser.forward(z_t, t, labels)  # [batch, latent]
+    loss, dout = diffusion_loss(
+        schedule, out, z0, noise, t, prediction_type=prediction_type, min_snr_gamma=min_snr_gamma
+    )
+    denoiser.backward(dout)
     if grad_clip is not None:
-        clip_grad_norm(denoiser.grads, grad_clip, workers=workers)
-    optimizer.step(denoiser.params, denoiser.grads, workers=workers)
+        clip_grad_norm(denoiser.grads, grad_clip)
+    optimizer.step(denoiser.params, denoiser.grads)
     if ema is not None:
-        ema.update(denoiser.params, workers=workers)
+        ema.update(denoiser.params)
     return {"loss": loss}
 
 
@@ -381,8 +272,7 @@ def finish_step_on_interrupt() -> Iterator[Callable[[], bool]]:
     """Hold a Ctrl-C back until the current training step is done; yields "was there one?".
 
     A KeyboardInterrupt raised in the middle of a step could leave it half
-    applied: some parameters updated by Adam, others not (with several
-    workers, some threads still writing). Inside this block SIGINT only sets
+    applied: some parameters updated by Adam, others not. Inside this block SIGINT only sets
     a flag, which the loop checks between steps. Where Python's own handler
     is not the one installed (a program that handles SIGINT itself), or off
     the main thread, where handlers cannot be set, nothing changes.

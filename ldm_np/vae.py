@@ -2,7 +2,7 @@
 
 Encoder: dense(in->h) SiLU dense(h->h) SiLU, then two heads dense(h->latent)
 for ``mu`` and ``log_var``. Decoder: dense(latent->h) SiLU dense(h->h) SiLU
-dense(h->in). Layer names follow the design this library keeps:
+dense(h->in). Layer names follow Edifice's ``LatentDiffusion``, the design ldm_np keeps:
 ``enc_dense_0``, ``enc_dense_1``, ``enc_mu``, ``enc_log_var``,
 ``dec_dense_0``, ``dec_dense_1``, ``dec_output``.
 """
@@ -14,16 +14,9 @@ from typing import Any
 import numpy as np
 
 from .backend import get_array_module
-from .layers import (
-    dense_backward,
-    dense_forward,
-    dense_param_grads,
-    init_dense,
-    silu_backward,
-    silu_forward,
-)
+from .layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
 from .module import Module
-from .validation import check_array, check_dtype_name, check_int
+from .validation import check_array, check_dtype_name, check_int, check_rng
 
 LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
 
@@ -33,16 +26,18 @@ LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
 # --------------------------------------------------------------------------
 
 
-def reparameterize_with_noise(mu: Any, log_var: Any, eps: Any) -> tuple[Any, Any]:
-    """z = mu + exp(0.5 * log_var) * eps, with the noise ``eps`` given.
+def reparameterize_forward(mu: Any, log_var: Any, eps: Any) -> tuple[Any, Any]:
+    """z = mu + exp(0.5 * log_var) * eps, with the noise ``eps`` ~ N(0, I) given.
 
     mu, log_var, eps: [batch, latent] -> z: [batch, latent].
     exp(0.5 * log_var) is the standard deviation; using exp(log_var) (the
-    variance) here is a classic mistake that the tests catch.
+    variance) here is a classic mistake that the tests catch. The cache holds
+    the standard deviation and the noise.
     """
     xp = get_array_module(mu, log_var, eps)
     std = xp.exp(0.5 * log_var)  # [batch, latent]
-    return mu + std * eps, (std, eps)
+    z = mu + std * eps
+    return z, (std, eps)
 
 
 def reparameterize_backward(dz: Any, cache: Any) -> tuple[Any, Any]:
@@ -53,7 +48,9 @@ def reparameterize_backward(dz: Any, cache: Any) -> tuple[Any, Any]:
     """
     ### BEGIN SOLUTION reparameterize_backward
     std, eps = cache
-    return dz, dz * eps * std * 0.5
+    dmu = dz
+    dlog_var = dz * eps * 0.5 * std
+    return dmu, dlog_var
     ### END SOLUTION
 
 
@@ -61,27 +58,31 @@ def reparameterize(mu: Any, log_var: Any, rng: Any) -> tuple[Any, Any]:
     """Draw z ~ N(mu, exp(log_var)) as mu + std * eps; returns ``(z, rng)``.
 
     ``rng`` is a ``numpy.random.Generator`` (or CuPy's); it is returned so the
-    call reads like the functional design this follows. Its state advances.
+    call reads like the functional design of Edifice's ``LatentDiffusion``,
+    which threads its random key through. Its state advances.
     """
     check_array(mu, "mu", shape=(None, None), finite=False)
     check_array(log_var, "log_var", shape=tuple(mu.shape), dtype=mu.dtype, finite=False)
+    check_rng(rng)
     eps = rng.standard_normal(mu.shape, dtype=mu.dtype)  # [batch, latent]
-    z, _ = reparameterize_with_noise(mu, log_var, eps)
+    z, _ = reparameterize_forward(mu, log_var, eps)
     return z, rng
 
 
 def clamp_log_var_forward(log_var: Any) -> tuple[Any, Any]:
     """Clamp log_var to [-30, 20] so exp(log_var) stays finite in float32.
 
-    Returns the clamped array and the mask of where the clamp is *inactive*.
+    Returns the clamped array and, as the cache, the mask of where the clamp
+    is *inactive*.
     """
     xp = get_array_module(log_var)
     inside = (log_var > LOG_VAR_MIN) & (log_var < LOG_VAR_MAX)
     return xp.clip(log_var, LOG_VAR_MIN, LOG_VAR_MAX), inside
 
 
-def clamp_log_var_backward(dout: Any, inside: Any) -> Any:
+def clamp_log_var_backward(dout: Any, cache: Any) -> Any:
     """The gradient passes where the clamp is inactive and is zero where it bites."""
+    inside = cache
     return dout * inside
 
 
@@ -96,8 +97,8 @@ class Encoder(Module):
     def __init__(
         self,
         input_size: int,
-        latent_size: int = 32,
-        hidden_size: int = 256,
+        latent_size: int,
+        hidden_size: int,
         *,
         seed: int = 0,
         dtype: Any = "float32",
@@ -107,7 +108,7 @@ class Encoder(Module):
         self.latent_size = check_int(latent_size, "latent_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "enc_dense_0": init_dense(rng, self.input_size, h, dt),
@@ -136,13 +137,8 @@ class Encoder(Module):
         self._cache = (c0, s0, c1, s1, c_mu, c_lv)
         return mu, log_var
 
-    def backward(self, dmu: Any, dlog_var: Any, *, input_grad: bool = True) -> Any:
-        """Fill ``grads`` from dL/dmu and dL/dlog_var; return dL/dx [batch, input_size].
-
-        ``input_grad=False`` returns None instead: training on fixed data never
-        uses dL/dx, and skipping it saves the largest matrix product of the
-        encoder's backward pass (batch x hidden x input_size multiply-adds).
-        """
+    def backward(self, dmu: Any, dlog_var: Any) -> Any:
+        """Fill ``grads`` from dL/dmu and dL/dlog_var; return dL/dx [batch, input_size]."""
         c0, s0, c1, s1, c_mu, c_lv = self._take_cache()
         batch = c0[0].shape[0]
         check_array(dmu, "dmu", shape=(batch, self.latent_size), dtype=self.dtype, finite=False)
@@ -150,13 +146,10 @@ class Encoder(Module):
         g = self.grads
         da, g["enc_mu"]["kernel"], g["enc_mu"]["bias"] = dense_backward(dmu, c_mu)
         da_lv, g["enc_log_var"]["kernel"], g["enc_log_var"]["bias"] = dense_backward(dlog_var, c_lv)
-        da += da_lv  # the trunk feeds both heads
+        da = da + da_lv  # the trunk feeds both heads: their gradients add
         da = silu_backward(da, s1)
         da, g["enc_dense_1"]["kernel"], g["enc_dense_1"]["bias"] = dense_backward(da, c1)
         da = silu_backward(da, s0)
-        if not input_grad:
-            g["enc_dense_0"]["kernel"], g["enc_dense_0"]["bias"] = dense_param_grads(da, c0)
-            return None
         dx, g["enc_dense_0"]["kernel"], g["enc_dense_0"]["bias"] = dense_backward(da, c0)
         return dx
 
@@ -167,8 +160,8 @@ class Decoder(Module):
     def __init__(
         self,
         input_size: int,
-        latent_size: int = 32,
-        hidden_size: int = 256,
+        latent_size: int,
+        hidden_size: int,
         *,
         seed: int = 0,
         dtype: Any = "float32",
@@ -178,7 +171,7 @@ class Decoder(Module):
         self.latent_size = check_int(latent_size, "latent_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "dec_dense_0": init_dense(rng, self.latent_size, h, dt),

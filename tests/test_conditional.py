@@ -14,6 +14,7 @@ from ldm_np.cli import main
 from ldm_np.datasets import load_dataset
 from ldm_np.denoiser import Denoiser
 from ldm_np.gradcheck import check_module
+from ldm_np.models import build_denoiser
 from ldm_np.pipeline import LatentDiffusion
 
 # A conditional digits model that trains in a few seconds on 2 cores (single-threaded BLAS).
@@ -67,7 +68,7 @@ SEED_NAMES = [
 
 
 def test_unconditional_denoiser_keeps_the_seed_parameter_names():
-    model = Denoiser()
+    model = build_denoiser()
     assert list(model.params) == SEED_NAMES
     assert model.null_label is None
     with pytest.raises(ValueError, match="unconditional"):
@@ -75,7 +76,7 @@ def test_unconditional_denoiser_keeps_the_seed_parameter_names():
 
 
 def test_conditional_denoiser_adds_only_the_label_table():
-    model = Denoiser(num_classes=10)
+    model = build_denoiser(num_classes=10)
     assert list(model.params) == [*SEED_NAMES, "label_embed"]
     assert model.params["label_embed"]["table"].shape == (11, 256)  # 10 classes + the null label
     assert model.null_label == 10

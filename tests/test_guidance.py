@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import perturb_params
 
+from ldm_np.datasets import moons
 from ldm_np.denoiser import Denoiser
 from ldm_np.diffusion import PREDICTION_TYPES, convert_prediction, predict_x0
 from ldm_np.gradcheck import TOLERANCE, numerical_gradient, rel_error
@@ -17,7 +18,7 @@ from ldm_np.guidance import (
     reconstruction_loss,
     rescale_guidance,
 )
-from ldm_np.oracle import OracleDenoiser, make_moons
+from ldm_np.oracle import OracleDenoiser
 from ldm_np.samplers import sample
 from ldm_np.schedules import make_schedule
 from ldm_np.vae import Decoder
@@ -171,13 +172,25 @@ class PerClassOracle:
         return out
 
 
+def moon_of(points):
+    """Which half circle of ``datasets.moons`` each point lies nearer: 0 upper, 1 lower.
+
+    Undoes the generator's centring (1/2, 1/4) and scale 0.705, then compares the distances
+    to the unit circles around (0, 0) (upper moon) and (1, 1/2) (lower moon).
+    """
+    xy = points * 0.705 + np.array([0.5, 0.25])  # [n, 2]
+    to_upper = np.abs(np.linalg.norm(xy, axis=1) - 1.0)
+    to_lower = np.abs(np.linalg.norm(xy - np.array([1.0, 0.5]), axis=1) - 1.0)
+    return (to_lower < to_upper).astype(np.int64)
+
+
 @pytest.mark.parametrize(
     ("prediction_type", "w"), [("epsilon", 1.0), ("epsilon", 3.0), ("v", 3.0), ("sample", 2.0)]
 )
 def test_guided_oracle_sampling_lands_on_the_requested_class(prediction_type, w):
     schedule = make_schedule(1000, dtype="float64")
-    data = make_moons(64, seed=0, dtype="float64")  # [64, 2]
-    classes = (np.arange(64) >= 32).astype(np.int64)  # upper moon 0, lower moon 1
+    data = moons(64, seed=0, noise=0.05, dtype="float64")  # [64, 2]
+    classes = moon_of(data)  # upper moon 0, lower moon 1
     oracle = PerClassOracle(data, classes, schedule, prediction_type)
     labels = np.tile([0, 1], 40)  # [80]
     fn = classifier_free_guidance_fn(oracle, labels, w, prediction_type=prediction_type, schedule=schedule)
@@ -265,9 +278,9 @@ def test_reconstruction_guidance_moves_x0_hat_down_the_gradient(decoder_setup, p
     # With strength 1 the step minimises the linearised loss along -g: the linear
     # model's residual is then orthogonal to the change J d.
     x_hat = decoder.forward(x0_raw / 1.3)
-    decoder._cache = None
+    decoder.clear_cache()
     jd = (decoder.forward((x0_raw + 1e-6 * d) / 1.3) - decoder.forward((x0_raw - 1e-6 * d) / 1.3)) / 2e-6
-    decoder._cache = None
+    decoder.clear_cache()
     before = mask * (x_hat - x_known)  # [4, 6]
     after = before - length * mask * jd  # [4, 6]
     cosine = (

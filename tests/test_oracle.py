@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from ldm_np.backend import gpu_available, to_device, to_numpy
+from ldm_np.datasets import moons
 from ldm_np.diffusion import PREDICTION_TYPES, convert_prediction
-from ldm_np.oracle import OracleDenoiser, main, make_moons, nearest_distance, pairwise_scale
+from ldm_np.evaluation.metrics import nearest_distance
+from ldm_np.oracle import OracleDenoiser, main, pairwise_scale
 from ldm_np.samplers import ddpm_step, sample
 from ldm_np.schedules import make_schedule
 
@@ -15,7 +17,7 @@ SCHEDULES = {dt: make_schedule(1000, 1e-4, 0.02, "linear", dtype=dt) for dt in (
 S64 = SCHEDULES["float64"]
 # 16 points: the closest two are 0.16 apart, far more than the noise std 0.01
 # left at t = 0, so every sample must end exactly on one of them.
-DATA = {dt: make_moons(16, seed=1, dtype=dt) for dt in ("float32", "float64")}
+DATA = {dt: moons(16, seed=1, noise=0.05, dtype=dt) for dt in ("float32", "float64")}
 
 
 def brute_force_weights(data, x_t, t, schedule):
@@ -80,17 +82,6 @@ def test_oracle_accepts_an_int_t_and_has_a_repr():
     assert repr(oracle) == "OracleDenoiser(n=16, d=2, prediction_type='v', num_steps=1000, dtype=float64)"
 
 
-def test_nearest_distance():
-    data = np.array([[0.0, 0.0], [3.0, 4.0]])
-    samples = np.array([[0.0, 1.0], [3.0, 4.0], [6.0, 8.0]])
-    np.testing.assert_allclose(nearest_distance(samples, data), [1.0, 0.0, 5.0])
-    # A float32 sample on a data point far from the origin: the direct difference gives 0,
-    # where the expanded ||s||^2 - 2 s.x + ||x||^2 would leave ~1e-2 of rounding.
-    far = np.array([[300.0, 400.0], [0.0, 0.0]], dtype=np.float32)
-    d = nearest_distance(far[:1], far)
-    assert d.dtype == np.float32 and d[0] == 0.0
-
-
 def test_float32_in_float32_out():
     s = SCHEDULES["float32"]
     x_t = np.random.default_rng(4).standard_normal((3, 2)).astype(np.float32)
@@ -100,7 +91,6 @@ def test_float32_in_float32_out():
         assert oracle.data.dtype == np.float32
         assert oracle(x_t, t).dtype == np.float32
         assert oracle.weights(x_t, t).dtype == np.float32
-    assert nearest_distance(x_t, DATA["float32"]).dtype == np.float32
 
 
 def test_bad_input_names_the_argument():
@@ -116,8 +106,6 @@ def test_bad_input_names_the_argument():
         OracleDenoiser(DATA["float32"], s, "x0")
     with pytest.raises(ValueError, match="data"):
         OracleDenoiser(np.zeros(5, dtype=np.float32), s)
-    with pytest.raises(ValueError, match="data"):
-        nearest_distance(np.zeros((2, 2), dtype=np.float32), np.zeros((4, 3), dtype=np.float32))
 
 
 # --------------------------------------------------------------------------

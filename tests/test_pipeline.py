@@ -197,27 +197,3 @@ def test_bad_config_names_the_field(field, value, error):
 def test_labels_on_an_unconditional_model_are_refused(trained):
     with pytest.raises(ValueError, match="unconditional"):
         trained.sample(4, labels=np.zeros(4, dtype=np.int64))
-
-
-def test_workers_split_large_batches_and_train_the_same_model(digits):
-    """LDMConfig.workers: batches of 512+ rows are sharded; the result equals one worker's up to rounding."""
-    X, _ = digits
-    cfg = dict(
-        TINY, vae_steps=3, denoiser_steps=3, vae_batch_size=600, denoiser_batch_size=600, dtype="float64"
-    )
-    models = {w: LatentDiffusion(input_size=64, workers=w, **cfg) for w in (1, 2)}
-    for model in models.values():
-        model.fit(X, progress=False)
-    assert models[2].vae_parallel.last_shards == 2 and models[2].denoiser_parallel.last_shards == 2
-    assert models[1].vae_parallel.workers == 1
-    for part in ("encoder", "decoder", "denoiser"):
-        for layer, group in getattr(models[1], part).params.items():
-            for name, value in group.items():
-                np.testing.assert_allclose(
-                    getattr(models[2], part).params[layer][name], value, rtol=1e-9, atol=1e-12
-                )
-    samples = [m.sample(520, num_inference_steps=3) for m in models.values()]  # 2 shards of 260
-    assert models[2].ema_parallel.last_shards == 2
-    np.testing.assert_allclose(samples[1], samples[0], rtol=1e-9, atol=1e-10)
-    with pytest.raises(ValueError, match="workers"):
-        LatentDiffusion(input_size=64, workers=0)

@@ -36,11 +36,11 @@ from _tutorial import pick, show
 import ldm_np
 from ldm_np import figures
 from ldm_np.datasets import load_digits
-from ldm_np.losses import kl_divergence, kl_per_dimension, mse_loss
+from ldm_np.losses import kl_divergence, kl_per_dimension, mse_forward
 from ldm_np.optim import Adam
 from ldm_np.pipeline import ACTIVE_UNIT_THRESHOLD, LatentDiffusion
 from ldm_np.training import vae_step
-from ldm_np.vae import clamp_log_var_forward, reparameterize, reparameterize_with_noise
+from ldm_np.vae import clamp_log_var_forward, reparameterize, reparameterize_forward
 
 TUTORIAL = "02_vae"
 rng = np.random.default_rng(0)
@@ -230,7 +230,7 @@ show(fig, TUTORIAL, "kl_monte_carlo")
 # `(64 / 2) log(2 pi recon_std^2)` that the Gaussian's normaliser adds. Both
 # terms are *sums* over dimensions, so they are in the same units and the
 # balance between them does not depend on how many pixels or latents there
-# are. (`mse_loss` averages over every entry; `vae_step` rescales it.)
+# are. (`mse_forward` averages over every entry; `vae_step` rescales it.)
 #
 # The pipeline standardises the data first (subtract each pixel's mean,
 # divide by one global standard deviation), so `recon_std = 0.1` means 0.1
@@ -245,11 +245,11 @@ RECON_STD, BETA = 0.1, 1.0
 
 # By hand, with the weights before the step:
 mu_b, log_var_b = encoder.forward(x_batch)  # [128, L] each
-z_b, _ = reparameterize_with_noise(mu_b, clamp_log_var_forward(log_var_b)[0], eps_batch)
+z_b, _ = reparameterize_forward(mu_b, clamp_log_var_forward(log_var_b)[0], eps_batch)
 x_hat_b = decoder.forward(z_b)  # [128, 64]
 recon_by_hand = float(((x_batch - x_hat_b) ** 2).sum(axis=1).mean() / (2 * RECON_STD**2))
 kl_by_hand = float(kl_divergence(mu_b, log_var_b))
-per_entry_mse = float(mse_loss(x_hat_b, x_batch)[0])
+per_entry_mse = float(mse_forward(x_hat_b, x_batch)[0])
 
 out = vae_step(encoder, decoder, Adam(lr=1e-3), x_batch, eps_batch, beta=BETA, recon_std=RECON_STD)
 step_loss, step_recon, step_kl = float(out["loss"]), float(out["recon"]), float(out["kl"])

@@ -21,7 +21,6 @@ requested_labels)`` is the share of samples drawn as the digit asked for.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ from ..backend import get_array_module, to_numpy
 from ..layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
 from ..module import Module
 from ..optim import Adam
+from ..training import learning_rate
 from ..validation import check_array, check_dtype_name, check_float, check_int
 
 __all__ = ["DIGIT_RECIPE", "Classifier", "digit_feature_model", "softmax_cross_entropy"]
@@ -229,7 +229,7 @@ class Classifier(Module):
                 order, pos = rng.permutation(X.shape[0]), 0
             rows = order[pos : pos + batch_size]
             pos += batch_size
-            opt.lr = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+            opt.lr = learning_rate(step, lr, 0, steps)  # cosine decay, no warm-up
             logits = self.forward(X[rows])  # [batch, classes]
             loss, dlogits = softmax_cross_entropy(logits, labels[rows])
             self.backward(dlogits)

@@ -117,23 +117,23 @@ def probe_layernorm_backward() -> float:
 
 
 def probe_reparameterize_backward() -> float:
-    from ldm_np.vae import reparameterize_backward, reparameterize_with_noise
+    from ldm_np.vae import reparameterize_backward, reparameterize_forward
 
     rng = np.random.default_rng(3)
     mu, log_var, eps = (rng.standard_normal((4, 3)) for _ in range(3))
-    z, cache = reparameterize_with_noise(mu, log_var, eps)
+    z, cache = reparameterize_forward(mu, log_var, eps)
     dz = rng.standard_normal(z.shape)
     grads = reparameterize_backward(dz, cache)
-    return _max_error(lambda: reparameterize_with_noise(mu, log_var, eps)[0], (mu, log_var), grads, dz)
+    return _max_error(lambda: reparameterize_forward(mu, log_var, eps)[0], (mu, log_var), grads, dz)
 
 
 def probe_kl_divergence_backward() -> float:
-    from ldm_np.losses import kl_divergence, kl_divergence_backward
+    from ldm_np.losses import kl_divergence, kl_divergence_backward, kl_divergence_forward
 
     rng = np.random.default_rng(4)
     mu, log_var = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     dloss = 0.7
-    grads = kl_divergence_backward(mu, log_var, dloss)
+    grads = kl_divergence_backward(dloss, kl_divergence_forward(mu, log_var)[1])
     return _max_error(lambda: dloss * kl_divergence(mu, log_var), (mu, log_var), grads, None)
 
 
@@ -212,7 +212,7 @@ EXERCISES: tuple[Exercise, ...] = (
              _tests("test_layers.py", "test_layernorm_gradients", "test_layernorm_near_constant_rows"),
              probe_layernorm_backward),
     Exercise("reparameterize_backward", "ldm_np/vae.py:reparameterize_backward", "02_vae",
-             _tests("test_vae.py", "test_reparameterize_with_noise_gradients", "test_reparameterize_keeps_dtype"),
+             _tests("test_vae.py", "test_reparameterize_forward_gradients", "test_reparameterize_keeps_dtype"),
              probe_reparameterize_backward),
     Exercise("kl_divergence_backward", "ldm_np/losses.py:kl_divergence_backward", "02_vae",
              _tests("test_losses.py", "test_kl_divergence_backward", "test_kl_divergence_is_zero_for_the_prior",
