@@ -84,12 +84,54 @@ def check(array: Any, module: str, layer: str, pass_: str, step: int | None = No
     values = to_numpy(array)
     nans, infs = int(np.isnan(values).sum()), int(np.isinf(values).sum())
     at_step = "" if step is None else f" at training step {step}"
+    where = "its input and parameters" if pass_ == "forward" else "the gradient it received and its input"
     raise AnomalyError(
         f"detect_anomaly: the {pass_} pass of {module} produced a non-finite value in layer "
-        f"{layer!r}{at_step} ({nans} NaN, {infs} infinite of {values.size} values, shape "
-        f"{list(values.shape)}); every layer checked before it in this pass was finite, so look at "
-        f"{layer!r}'s input and parameters"
+        f"{layer}{at_step} ({nans} NaN, {infs} infinite of {values.size} values, shape "
+        f"{list(values.shape)}); every layer checked before it in this pass was finite: look at {where}"
     )
 
 
-__all__ = ["PASSES", "AnomalyError", "check", "detect_anomaly", "is_enabled", "set_step"]
+def check_layers(module: str, pass_: str, *named: tuple[str, Any]) -> None:
+    """``check`` each (layer, value) in the order given; a value is an array or a dict of arrays (grads).
+
+    For the backward pass, where a layer's gradients are a dict: the first
+    layer (in backward order) whose gradient holds NaN or infinity is named.
+    """
+    if not _State.enabled:
+        return  # off: free
+    for layer, value in named:
+        for array in value.values() if isinstance(value, dict) else (value,):
+            check(array, module, layer, pass_)
+
+
+def check_residual_block(out: Any, cache: Any, module: str, prefix: str) -> None:
+    """Forward checks inside ``layers.residual_block_forward``: norm, up, its SiLU, then down (+ skip).
+
+    Reads the block's cache (c_norm, c_up, c_act, c_down): the up layer's
+    input is the norm's output, the SiLU's input the up layer's output, the
+    down layer's input the SiLU's output; ``out`` = h + down(...).
+    """
+    if not _State.enabled:
+        return  # off: free
+    _, (normed, _), (up, _), (act, _) = cache
+    check_layers(
+        module,
+        "forward",
+        (f"{prefix}_norm", normed),
+        (f"{prefix}_up", up),
+        (f"{prefix}_up", act),  # the SiLU after the up layer
+        (f"{prefix}_down", out),
+    )
+
+
+__all__ = [
+    "PASSES",
+    "AnomalyError",
+    "check",
+    "check_layers",
+    "check_residual_block",
+    "detect_anomaly",
+    "is_enabled",
+    "set_step",
+]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import anomaly
 from .backend import get_array_module, to_numpy
 from .diffusion import diffusion_loss, q_sample
 from .losses import kl_divergence_backward, kl_divergence_forward, mse_backward, mse_forward
@@ -239,6 +240,7 @@ def run_loop(
         with finish_step_on_interrupt() as interrupted:
             while state.step < num_steps:
                 n = state.step
+                anomaly.set_step(n)  # names the step in detect_anomaly's message
                 losses = step_fn(n)
                 state.step = n + 1
                 last = state.step == num_steps
@@ -248,7 +250,8 @@ def run_loop(
                         raise TrainingDiverged(
                             f"{name}: the loss became {values['loss']} at step {n}. Likely causes: a "
                             "learning rate too high for this data, or data far from unit scale (standardise "
-                            "it). The last checkpoint (if any) holds the last good weights."
+                            "it). The last checkpoint (if any) holds the last good weights. To find the layer where the "
+                            "first NaN or infinity appears, run the steps again inside `with ldm_np.detect_anomaly():`."
                         )
                     state.history.append((n, values["loss"]))
                     bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
