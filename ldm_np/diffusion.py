@@ -19,6 +19,10 @@ Shapes: samples are ``[batch, latent]``; timesteps ``t`` are an integer array
 step). Per-row coefficients are gathered as ``[batch, 1]`` so they broadcast
 over the latent dimension.
 
+NaN and infinity propagate here (README, "NaN and infinity"): these
+functions check shapes and dtypes, never values, so a NaN in gives a NaN out
+without an error, as in NumPy; the entrances that take data refuse them.
+
 Precision: 1 - ab_t is read as ``sqrt_one_minus_alphas_cumprod[t] ** 2``, which
 the schedule computed in float64, instead of ``1 - alphas_cumprod[t]`` in the
 model dtype: near t = 0, ab_t = 0.9999 and the float32 subtraction would keep

@@ -12,6 +12,11 @@ The conventions that trip everyone (spacing of the inference timesteps, which
 step comes next, the alpha used after the last step, clipping) are spelled
 out in docs/conventions.md, with the matching diffusers options.
 
+Finite inputs give finite outputs at every legal (t, t_prev), final alpha,
+eta, prediction type and dtype (tests/test_sampler_domain.py); a NaN in the
+inputs or the model's output propagates to the sample without an error
+(README, "NaN and infinity"). Only ``sample``'s ``x_T`` is checked for it.
+
 Inside the sampling loop nothing is read back to the host: timesteps are
 Python ints from a host list, coefficients are 0-d device arrays, and the
 model's output is checked for shape and dtype only (a finiteness check would

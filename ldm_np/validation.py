@@ -5,6 +5,11 @@ mistake surfaces here instead of as a broadcasting error deep inside NumPy.
 Shape and dtype checks cost nothing; the finiteness check reads every value
 (and on a GPU waits for the device), so training loops validate their data
 once and then call the unchecked ``forward`` methods.
+
+The NaN policy (README, "NaN and infinity"): data entering through a model
+call, the pipeline, the command line or a data loader is checked for NaN and
+infinity here (``finite=True``); the math behind the entrances propagates
+them, unchecked.
 """
 
 from __future__ import annotations
