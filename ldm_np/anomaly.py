@@ -78,6 +78,8 @@ def check(array: Any, module: str, layer: str, pass_: str, step: int | None = No
     if not isinstance(module, str) or not isinstance(layer, str):
         raise TypeError(f"module and layer must be names (str), got {module!r} and {layer!r}")
     step = _State.step if step is None else check_int(step, "step", minimum=0)
+    if not hasattr(array, "dtype"):
+        raise TypeError(f"array must be a NumPy or CuPy array, got {type(array).__name__}")
     xp = get_array_module(array)
     if bool(to_numpy(xp.isfinite(array).all())):  # reads the device: the detector's cost
         return array
@@ -100,6 +102,9 @@ def check_layers(module: str, pass_: str, *named: tuple[str, Any]) -> None:
     """
     if not _State.enabled:
         return  # off: free
+    check_choice(pass_, "pass_", PASSES)
+    if not isinstance(module, str):
+        raise TypeError(f"module must be a name (str), got {module!r}")
     for layer, value in named:
         for array in value.values() if isinstance(value, dict) else (value,):
             check(array, module, layer, pass_)

@@ -40,6 +40,7 @@ from .validation import (
     check_diffusion_arrays,
     check_float,
     check_samples,  # noqa: F401  (oracle.py imports it from here)
+    check_schedule,
     check_t,
 )
 
@@ -109,13 +110,13 @@ def snr(schedule: dict[str, Any], t: Any) -> Any:
     t: [batch] ints -> [batch] (or an int -> a 0-d array), in the schedule's
     dtype. Decreases with t: about 1e4 at t = 0 for DDPM's linear schedule.
     """
-    t = check_t(t, "t", batch=None, num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=None, num_steps=check_schedule(schedule)["num_steps"])
     return schedule["alphas_cumprod"][t] / _flat_one_minus(schedule, t)
 
 
 def log_snr(schedule: dict[str, Any], t: Any) -> Any:
     """log SNR(t) = log(ab_t) - log(1 - ab_t); t: [batch] -> [batch]."""
-    t = check_t(t, "t", batch=None, num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=None, num_steps=check_schedule(schedule)["num_steps"])
     xp = get_array_module(schedule["alphas_cumprod"])
     return xp.log(schedule["alphas_cumprod"][t]) - xp.log(_flat_one_minus(schedule, t))
 
@@ -241,7 +242,7 @@ def min_snr_weights(schedule: dict[str, Any], t: Any, prediction_type: str, gamm
     """
     check_prediction_type(prediction_type)
     gamma = check_float(gamma, "min_snr_gamma", low=0.0, low_open=True)
-    t = check_t(t, "t", batch=None, num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=None, num_steps=check_schedule(schedule)["num_steps"])
     return _min_snr_weights(schedule, t, prediction_type, gamma)
 
 

@@ -43,6 +43,7 @@ from .validation import (
     check_int,
     check_rng,
     check_samples,
+    check_schedule,
     check_t,
 )
 
@@ -120,7 +121,13 @@ def previous_timesteps(timesteps: Any) -> np.ndarray:
     uses t - T // N instead, which agrees only for "leading" spacing; see
     docs/conventions.md.)
     """
-    timesteps = np.asarray(timesteps, dtype=np.int64)
+    if isinstance(timesteps, list | tuple):
+        timesteps = np.asarray(timesteps)
+    if not (isinstance(timesteps, np.ndarray) and timesteps.dtype.kind in "iu" and timesteps.ndim == 1):
+        raise TypeError(
+            f"timesteps must be a 1-D list or NumPy array of ints, got {type(timesteps).__name__}"
+        )
+    timesteps = timesteps.astype(np.int64)
     return np.append(timesteps[1:], np.int64(-1))
 
 
@@ -465,10 +472,10 @@ def sample(
     a tqdm bar. clip_sample: None (default, latents are not in [-1, 1]) or c
     to clip x0_hat to [-c, c] at every step.
     """
-    xp = get_array_module(schedule["alphas_cumprod"])
+    _check_callable(model, "model", "model(x_t, t)")
+    xp = get_array_module(check_schedule(schedule)["alphas_cumprod"])
     dt = schedule["alphas_cumprod"].dtype
     T = schedule["num_steps"]
-    _check_callable(model, "model", "model(x_t, t)")
     check_choice(sampler, "sampler", SAMPLERS), check_choice(spacing, "spacing", SPACINGS)
     check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     check_choice(variance_type, "variance_type", VARIANCE_TYPES)
@@ -569,8 +576,8 @@ def ddim_invert(
 
     x0: [batch, latent] in the schedule's dtype -> x_T: [batch, latent].
     """
-    xp = get_array_module(schedule["alphas_cumprod"])
     _check_callable(model, "model", "model(x_t, t)")
+    xp = get_array_module(check_schedule(schedule)["alphas_cumprod"])
     check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     check_samples(x0, "x0", schedule["alphas_cumprod"].dtype)
     final_alpha_cumprod = check_float(

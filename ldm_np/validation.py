@@ -201,6 +201,15 @@ def check_samples(x: Any, name: str, dtype: Any) -> Any:
     return check_array(x, name, shape=(None, latent), dtype=dtype, finite=False)
 
 
+def check_schedule(schedule: Any, name: str = "schedule") -> dict[str, Any]:
+    """Return ``schedule`` if it is a noise schedule (a dict from ``make_schedule``), else TypeError."""
+    if not isinstance(schedule, dict) or "alphas_cumprod" not in schedule or "num_steps" not in schedule:
+        raise TypeError(
+            f"{name} must be a noise schedule from ldm_np.make_schedule(...), got {type(schedule).__name__}"
+        )
+    return schedule
+
+
 def check_diffusion_arrays(schedule: dict[str, Any], t: Any, t_name: str = "t", **arrays: Any) -> Any:
     """Check same-shaped [batch, latent] arrays in the schedule's dtype and their timesteps; return t.
 
@@ -209,6 +218,7 @@ def check_diffusion_arrays(schedule: dict[str, Any], t: Any, t_name: str = "t", 
     an int array [batch] in 0..num_steps-1.
     """
     (ref_name, ref), *others = arrays.items()
+    check_schedule(schedule)
     check_samples(ref, ref_name, schedule["alphas_cumprod"].dtype)
     for name, x in others:
         check_array(x, name, shape=tuple(ref.shape), dtype=ref.dtype, finite=False)
