@@ -295,6 +295,7 @@ def test_bad_input_cases_were_counted():
 
 import importlib  # noqa: E402
 import inspect  # noqa: E402
+import os  # noqa: E402
 import pkgutil  # noqa: E402
 
 from ldm_np import anomaly as _anomaly  # noqa: E402
@@ -651,6 +652,42 @@ PROBED = {
         LatentDiffusion(**TINY_LDM).decode,
         {"z": _arrays((2, 2))[0]},
     ),
+    "ldm_np.pipeline.LatentDiffusion": lambda: (
+        LatentDiffusion,
+        {"config": None, "device": "cpu", **TINY_LDM},
+    ),
+    "ldm_np.pipeline.LatentDiffusion.standardize": lambda: (
+        LatentDiffusion(**TINY_LDM).standardize,
+        {"X": _arrays((2, IN))[0]},
+    ),
+    "ldm_np.datasets.load_array": lambda: (_datasets().load_array, {"path": _npy(), "dtype": "float32"}),
+    "ldm_np.evaluation.metrics.frechet_distance": lambda: (
+        _metrics().frechet_distance,
+        {"a": _arrays((20, 3))[0], "b": _arrays((20, 3))[0]},
+    ),
+    "ldm_np.evaluation.metrics.mmd": lambda: (
+        _metrics().mmd,
+        {"a": _arrays((20, 3))[0], "b": _arrays((20, 3))[0], "bandwidth": 1.0},
+    ),
+    "ldm_np.evaluation.metrics.nearest_distance": lambda: (
+        _metrics().nearest_distance,
+        {"a": _arrays((20, 3))[0], "b": _arrays((20, 3))[0]},
+    ),
+    "ldm_np.evaluation.evaluate.split_halves": lambda: (
+        importlib.import_module("ldm_np.evaluation").split_halves,
+        {"n": 10, "seed": 1},
+    ),
+    "ldm_np.evaluation.classifier.Classifier": lambda: (
+        importlib.import_module("ldm_np.evaluation.classifier").Classifier,
+        {"input_size": 4, "num_classes": 3, "hidden_size": 8, "seed": 0, "dtype": "float32"},
+    ),
+    "ldm_np.oracle.OracleDenoiser": lambda: (
+        importlib.import_module("ldm_np.oracle").OracleDenoiser,
+        {"data": _arrays((10, LATENT))[0], "schedule": SCHEDULE, "prediction_type": "v"},
+    ),
+    "ldm_np.backend.default_rng": lambda: (ldm_np.default_rng, {"seed": 3}),
+    "ldm_np.backend.to_device": lambda: (ldm_np.to_device, {"x": _z(), "device": "cpu"}),
+    "ldm_np.gradcheck.rel_error": lambda: (ldm_np.rel_error, {"a": _z(), "b": _z()}),
     "ldm_np.datasets.load_dataset": lambda: (
         load_dataset,
         {"name": "moons", "n": 10, "seed": 0, "dtype": "float32"},
@@ -676,6 +713,18 @@ PROBED = {
         {"n": 10, "seed": 0, "noise": 0.1, "dtype": "float32"},
     ),
 }
+
+
+def _metrics():
+    return importlib.import_module("ldm_np.evaluation.metrics")
+
+
+def _npy():
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), "data.npy")
+    np.save(path, _arrays((4, 3))[0])
+    return path
 
 
 def _datasets():
@@ -771,6 +820,15 @@ KNOWN_GAP_ARGS = {
     ("ldm_np.datasets.eight_gaussians", "seed"),
     ("ldm_np.datasets.checkerboard", "seed"),
     ("ldm_np.datasets.rings", "seed"),
+    ("ldm_np.pipeline.LatentDiffusion", "config"),
+    ("ldm_np.pipeline.LatentDiffusion.standardize", "X"),
+    ("ldm_np.datasets.load_array", "path"),
+    ("ldm_np.evaluation.metrics.mmd", "bandwidth"),
+    ("ldm_np.evaluation.evaluate.split_halves", "seed"),
+    ("ldm_np.evaluation.classifier.Classifier", "seed"),
+    ("ldm_np.oracle.OracleDenoiser", "schedule"),
+    ("ldm_np.backend.default_rng", "seed"),
+    ("ldm_np.backend.to_device", "x"),
 }
 
 
