@@ -26,11 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_info
 
 from ldm_np.backend import default_rng
 from ldm_np.optim import Adam
-from ldm_np.parallel import DataParallel, available_cores
 from ldm_np.samplers import sample
 from ldm_np.training import denoiser_step, vae_step
 
@@ -43,16 +41,44 @@ KL_WEIGHT = 1e-4
 # --------------------------------------------------------------------------
 
 
-def blas_info() -> dict[str, Any]:
-    """BLAS name, version and thread count, from the best source available.
+# Environment variables that choose a BLAS kernel or its blocking instead of
+# letting the library pick one for the CPU it finds. On some machines a forced
+# kernel halves NumPy's matrix-product speed while PyTorch (MKL / oneDNN)
+# ignores the OpenBLAS ones, so a NumPy / PyTorch ratio must say which held.
+KERNEL_ENV_VARS: tuple[str, ...] = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "MKL_CBWR",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_DEBUG_CPU_TYPE",
+    "BLIS_ARCH_TYPE",
+)
 
-    threadpoolctl (a dependency of ldm_np) where it recognises the BLAS
-    library, else NumPy's build configuration plus the environment variables
-    and the CPU affinity mask.
+
+def cores() -> int:
+    """CPUs this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def blas_info() -> dict[str, Any]:
+    """BLAS name, version, kernel and thread count, from the best source available.
+
+    threadpoolctl (optional, benchmarks/requirements.txt) reports the library
+    actually loaded and, for OpenBLAS, the kernel it chose at run time. Without
+    it: NumPy's build configuration (``numpy.show_config(mode="dicts")``), the
+    thread variables and the CPU affinity mask; the kernel is then the one an
+    environment variable forces, or unknown.
     """
     np.ones((8, 8), dtype=np.float32) @ np.ones((8, 8), dtype=np.float32)  # make sure BLAS is loaded
     info: dict[str, Any] = {"source": "", "name": "unknown", "version": "", "threads": None, "kernel": ""}
-    for pool in threadpool_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        threadpool_info = None
+    for pool in threadpool_info() if threadpool_info else ():
         if pool.get("user_api") == "blas":
             info.update(
                 source="threadpoolctl",
@@ -62,22 +88,52 @@ def blas_info() -> dict[str, Any]:
                 kernel=pool.get("architecture") or "",
             )
             return info
+    build = ""
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         info.update(
             source="numpy.show_config", name=blas.get("name", "unknown"), version=blas.get("version", "")
         )
+        build = blas.get("openblas configuration", "")  # DYNAMIC_ARCH: the kernel is picked at run time
     except Exception:  # older NumPy or an unusual build
-        pass
+        info["source"] = "numpy.show_config unavailable"
+    forced = forced_kernel_vars()
+    chooser = next((var for var in ("OPENBLAS_CORETYPE", "BLIS_ARCH_TYPE") if var in forced), None)
+    info["kernel"] = (
+        f"{forced[chooser]} (forced by ${chooser})"
+        if chooser
+        else "unknown without threadpoolctl" + (f" (build: {' '.join(build.split())})" if build else "")
+    )
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         if os.environ.get(var, "").isdigit():
             info["threads"] = int(os.environ[var])
             info["source"] += f" + ${var}"
             break
     else:
-        info["threads"] = available_cores()
+        info["threads"] = cores()
         info["source"] += " + CPU count (a guess)"
     return info
+
+
+def forced_kernel_vars() -> dict[str, str]:
+    """The set variables of ``KERNEL_ENV_VARS``, name -> value."""
+    return {var: os.environ[var] for var in KERNEL_ENV_VARS if os.environ.get(var)}
+
+
+def kernel_warning(measured: str = "Every time and every ratio below", note: str = "") -> str | None:
+    """A warning naming every environment variable that forces a BLAS kernel, or None.
+
+    ``measured`` names what the kernel applies to; ``note`` is added at the end.
+    """
+    forced = forced_kernel_vars()
+    if not forced:
+        return None
+    names = ", ".join(f"{k}={v}" for k, v in forced.items())
+    return (
+        f"WARNING: {names} set in the environment, forcing the BLAS kernel (or its blocking) "
+        f"instead of the one chosen for this CPU. {measured} is measured under that kernel; "
+        "unset it to measure the kernel the library picks by itself." + (f" {note}" if note else "")
+    )
 
 
 def cpu_model() -> str:
@@ -110,12 +166,6 @@ def synchronizer(xp: Any) -> Callable[[], None]:
 # The NumPy (or CuPy) training steps: the library's own
 # --------------------------------------------------------------------------
 
-# Gradients the steps never compute: the time MLP's input is the fixed
-# sinusoidal embedding, so the denoiser skips that dx; the VAE step asks the
-# encoder not to compute dL/dx of the data (PyTorch skips both as well).
-DENOISER_SKIP_DX: tuple[str, ...] = ("time_mlp_1",)
-VAE_SKIP_DX: tuple[str, ...] = ("enc_dense_0",)  # Encoder.backward(..., input_grad=False)
-
 
 @dataclass
 class VAEStep:
@@ -130,7 +180,6 @@ class VAEStep:
     decoder: Any
     x: Any  # [batch, input] fixed data, already on the device
     rng: Any
-    parallel: DataParallel
     kl_weight: float = KL_WEIGHT
     opt: Adam = field(default_factory=Adam)
 
@@ -145,7 +194,6 @@ class VAEStep:
             eps,
             beta=self.kl_weight,
             recon_std=recon_std,
-            parallel=self.parallel,
         )
         return losses["loss"]
 
@@ -159,41 +207,37 @@ class DenoiserStep:
     schedule: dict
     z0: Any  # [batch, latent] fixed clean latents on the device
     rng: Any
-    parallel: DataParallel
     opt: Adam = field(default_factory=Adam)
 
     def __call__(self) -> Any:
         z0 = self.z0
         t = self.rng.integers(0, self.schedule["num_steps"], size=z0.shape[0])  # [batch]
         noise = self.rng.standard_normal(z0.shape, dtype=z0.dtype)  # [batch, latent]
-        losses = denoiser_step(
-            self.model, self.opt, self.schedule, z0, t, noise, grad_clip=None, parallel=self.parallel
-        )
+        losses = denoiser_step(self.model, self.opt, self.schedule, z0, t, noise, grad_clip=None)
         return losses["loss"]
 
 
 @dataclass
 class DenoiserForward:
-    """One sampling step's network cost: the denoiser's forward pass on a fixed batch, split across the workers."""
+    """One sampling step's network cost: the denoiser's forward pass on a fixed batch."""
 
-    parallel: DataParallel
+    model: Any
     z_t: Any
     t: Any
 
     def __call__(self) -> Any:
-        return self.parallel.forward(self.z_t, self.t)
+        return self.model(self.z_t, self.t)
 
 
 def make_sampling_call(
-    parallel: DataParallel, schedule: dict, num_samples: int, sampler: str, steps: int, seed: int
+    model: Any, schedule: dict, num_samples: int, sampler: str, steps: int, seed: int
 ) -> Callable[[], Any]:
     """A no-argument callable that draws ``num_samples`` latents with ``ldm_np.samplers.sample``."""
-    model = parallel.models[0]
     xp = model.xp
 
     def draw() -> Any:
         return sample(
-            parallel.forward,
+            model,
             schedule,
             num_samples,
             sampler=sampler,
@@ -227,7 +271,9 @@ class MatmulPlan:
         forward     x @ W          [B, in] x [in, out]
         backward    dy @ W.T       [B, out] x [out, in]   (W.T a transposed view)
                     x.T @ dy       [in, B] x [B, out]     (x.T a transposed view)
-    and skips ``dy @ W.T`` where the step never uses that gradient.
+    The library's backward computes all three for every layer, also the dx of
+    the first layers that no step uses (the denoiser's time MLP and the
+    encoder's input); PyTorch's autograd skips those two.
     """
 
     xp: Any
@@ -243,7 +289,6 @@ class MatmulPlan:
         batch: int,
         *,
         backward: bool = True,
-        skip_dx: tuple[str, ...] = (),
     ) -> MatmulPlan:
         rng = np.random.default_rng(0)
 
@@ -252,16 +297,15 @@ class MatmulPlan:
 
         ops = []
         flops = 0.0
-        for name, fan_in, fan_out in layers:
+        for _name, fan_in, fan_out in layers:
             x, w, dy = rand(batch, fan_in), rand(fan_in, fan_out), rand(batch, fan_out)
             ops.append((x, w, xp.empty((batch, fan_out), dtype=dtype)))
             flops += 2.0 * batch * fan_in * fan_out
             if backward:
                 ops.append((x.T, dy, xp.empty((fan_in, fan_out), dtype=dtype)))
                 flops += 2.0 * batch * fan_in * fan_out
-                if name not in skip_dx:
-                    ops.append((dy, w.T, xp.empty((batch, fan_in), dtype=dtype)))
-                    flops += 2.0 * batch * fan_in * fan_out
+                ops.append((dy, w.T, xp.empty((batch, fan_in), dtype=dtype)))
+                flops += 2.0 * batch * fan_in * fan_out
         return cls(xp, ops, flops)
 
     def __call__(self) -> None:

@@ -60,7 +60,6 @@ from benchmarks import harness  # noqa: E402
 from ldm_np.backend import default_rng, to_device, xp_for_device  # noqa: E402
 from ldm_np.denoiser import Denoiser  # noqa: E402
 from ldm_np.models import DEFAULTS  # noqa: E402
-from ldm_np.parallel import DataParallel  # noqa: E402
 from ldm_np.schedules import make_schedule  # noqa: E402
 from ldm_np.vae import Decoder, Encoder  # noqa: E402
 
@@ -90,7 +89,6 @@ class Config:
     wait_quiet: float
     settle_s: float
     torch_memory: bool
-    workers: int = 1  # NumPy's data-parallel workers (set in main, from --workers or the thread count)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Config:
@@ -186,10 +184,6 @@ class Bench:
 
     # -- helpers ----------------------------------------------------------
 
-    def parallel(self, *models: Any) -> DataParallel:
-        """The models with NumPy's data-parallel workers (``--workers``); one worker on a GPU."""
-        return DataParallel(list(models), self.cfg.workers)
-
     def data(self, shape: tuple[int, ...], seed: int, kind: str = "normal") -> Any:
         rng = np.random.default_rng(seed)
         host = rng.random(shape) if kind == "uniform" else rng.standard_normal(shape)
@@ -243,9 +237,9 @@ class Bench:
         enc = Encoder(i, lat, h, seed=0, device=self.cfg.device)
         dec = Decoder(i, lat, h, seed=1, device=self.cfg.device)
         x = self.data((batch, i), seed=10, kind="uniform")
-        step = harness.VAEStep(enc, dec, x, default_rng(0, self.xp), self.parallel(enc, dec))
+        step = harness.VAEStep(enc, dec, x, default_rng(0, self.xp))
         layers = harness.dense_layers(enc) + harness.dense_layers(dec)
-        plan = harness.MatmulPlan.build(self.xp, np.float32, layers, batch, skip_dx=harness.VAE_SKIP_DX)
+        plan = harness.MatmulPlan.build(self.xp, np.float32, layers, batch)
         torch_fn = None
         if self.torch is not None:
             tenc = self.tr.copy_from_ldm(self.tr.TorchEncoder(i, lat, h), enc).to(self.tdev)
@@ -271,11 +265,8 @@ class Bench:
     def denoiser_step(self, batch: int, latent: int, label: str) -> Row:
         model, tmodel = self.denoiser_models(latent)
         z0 = self.data((batch, latent), seed=11)
-        parallel = self.parallel(model)
-        step = harness.DenoiserStep(model, self.schedule, z0, default_rng(0, self.xp), parallel)
-        plan = harness.MatmulPlan.build(
-            self.xp, np.float32, harness.dense_layers(model), batch, skip_dx=harness.DENOISER_SKIP_DX
-        )
+        step = harness.DenoiserStep(model, self.schedule, z0, default_rng(0, self.xp))
+        plan = harness.MatmulPlan.build(self.xp, np.float32, harness.dense_layers(model), batch)
         torch_fn = None
         if tmodel is not None:
             torch_fn = self.tr.TorchDenoiserStep(tmodel, self.schedule, self.tensor(z0))
@@ -285,7 +276,7 @@ class Bench:
         model, tmodel = self.denoiser_models(SIZES["latent_size"])
         z_t = self.data((batch, SIZES["latent_size"]), seed=12)
         t = self.xp.asarray(np.random.default_rng(13).integers(0, SIZES["num_steps"], size=batch))
-        fwd = harness.DenoiserForward(self.parallel(model), z_t, t)
+        fwd = harness.DenoiserForward(model, z_t, t)
         plan = harness.MatmulPlan.build(
             self.xp, np.float32, harness.dense_layers(model), batch, backward=False
         )
@@ -303,12 +294,11 @@ class Bench:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the terminal-SNR warning of a short schedule
                 schedule = make_schedule(steps, device=self.cfg.device)
-        parallel = self.parallel(model)
-        call = harness.make_sampling_call(parallel, schedule, n, sampler, steps, seed=3)
+        call = harness.make_sampling_call(model, schedule, n, sampler, steps, seed=3)
         # Settling before a sampling run is one forward pass, not a whole run.
         z = self.data((n, SIZES["latent_size"]), seed=14)
         t = self.xp.zeros(n, dtype=self.xp.int64)
-        settle = harness.DenoiserForward(parallel, z, t)
+        settle = harness.DenoiserForward(model, z, t)
         plan = harness.MatmulPlan.build(self.xp, np.float32, harness.dense_layers(model), n, backward=False)
         torch_fn = torch_settle = None
         if tmodel is not None:
@@ -384,19 +374,15 @@ def memory_probe(kind: str, batch: int, steps: int) -> dict[str, Any]:
             step()
         return {"maxrss_before_mib": before, "maxrss_mib": maxrss_mib()}
     before = maxrss_mib()
-    workers = int(os.environ.get("LDM_BENCH_WORKERS", "1"))
     tracemalloc.start()
     if kind == "vae":
         x = rng.random((batch, i)).astype(np.float32)
         enc, dec = Encoder(i, lat, h), Decoder(i, lat, h)
-        step = harness.VAEStep(enc, dec, x, np.random.default_rng(1), DataParallel([enc, dec], workers))
+        step = harness.VAEStep(enc, dec, x, np.random.default_rng(1))
     else:
         z0 = rng.standard_normal((batch, lat)).astype(np.float32)
         model = Denoiser(lat, h, SIZES["num_layers"], SIZES["num_steps"])
-        parallel = DataParallel([model], workers)
-        step = harness.DenoiserStep(
-            model, make_schedule(SIZES["num_steps"]), z0, np.random.default_rng(1), parallel
-        )
+        step = harness.DenoiserStep(model, make_schedule(SIZES["num_steps"]), z0, np.random.default_rng(1))
     for _ in range(steps):
         step()
     _, peak = tracemalloc.get_traced_memory()
@@ -407,7 +393,7 @@ def memory_probe(kind: str, batch: int, steps: int) -> dict[str, Any]:
 def measure_memory(cfg: Config, threads: int, with_torch: bool) -> list[str]:
     kinds = ["vae", "denoiser"] + (["torch-vae", "torch-denoiser"] if with_torch else [])
     lines = []
-    env = dict(os.environ, LDM_BENCH_THREADS=str(threads), LDM_BENCH_WORKERS=str(cfg.workers))
+    env = dict(os.environ, LDM_BENCH_THREADS=str(threads))
     for kind in kinds:
         cmd = [
             sys.executable,
@@ -442,13 +428,11 @@ def measure_gpu_memory(cfg: Config, xp: Any) -> list[str]:
         if kind == "vae":
             x = to_device(rng.random((cfg.memory_batch, i)).astype(np.float32), "gpu")
             enc, dec = Encoder(i, lat, h, device="gpu"), Decoder(i, lat, h, device="gpu")
-            step = harness.VAEStep(enc, dec, x, default_rng(1, xp), DataParallel([enc, dec]))
+            step = harness.VAEStep(enc, dec, x, default_rng(1, xp))
         else:
             z0 = to_device(rng.standard_normal((cfg.memory_batch, lat)).astype(np.float32), "gpu")
             model = Denoiser(lat, h, SIZES["num_layers"], SIZES["num_steps"], device="gpu")
-            step = harness.DenoiserStep(
-                model, make_schedule(device="gpu"), z0, default_rng(1, xp), DataParallel([model])
-            )
+            step = harness.DenoiserStep(model, make_schedule(device="gpu"), z0, default_rng(1, xp))
         for _ in range(cfg.memory_steps):
             step()
         xp.cuda.Device().synchronize()
@@ -524,14 +508,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="BLAS threads for NumPy and PyTorch alike (read before NumPy loads; default: NumPy's choice)",
     )
     p.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="NumPy's data-parallel workers (ldm_np.parallel; default: the BLAS thread count, so both "
-        "libraries use the same cores; 1 = no data parallelism)",
-    )
-    p.add_argument(
         "--no-torch", action="store_true", help="skip the PyTorch column even if torch is importable"
     )
     p.add_argument(
@@ -559,12 +535,16 @@ def header(cfg: Config, xp: Any, torch_msg: str, blas: dict[str, Any]) -> list[s
         "",
         f"- machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, NumPy {np.__version__}",
-        f"- BLAS: {blas['name']} {blas['version']} {('(' + blas['kernel'] + ' kernels) ') if blas['kernel'] else ''}"
-        f"with {blas['threads']} threads (from {blas['source'].strip(' +')})",
-        f"- NumPy steps: {cfg.workers} data-parallel worker(s) (ldm_np.parallel"
-        + ("; BLAS held to 1 thread per worker inside a step)" if cfg.workers > 1 else ")"),
+        f"- BLAS: {blas['name']} {blas['version']}, kernel {blas['kernel'] or 'n/a'}, "
+        f"{blas['threads']} threads (from {blas['source'].strip(' +')})",
         f"- {torch_msg}",
     ]
+    warning = harness.kernel_warning(
+        "Every NumPy time and every NumPy / PyTorch ratio below",
+        "PyTorch's MKL ignores the OPENBLAS_* variables, so the ratio moves with them.",
+    )
+    if xp is np and warning:
+        lines.append(f"- {warning}")
     if xp is not np:
         props = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
@@ -608,7 +588,6 @@ def main(argv: list[str] | None = None) -> int:
         else {"name": "cuBLAS (via CuPy)", "version": "", "kernel": "", "threads": "n/a", "source": "CuPy"}
     )
     threads = int(blas["threads"]) if isinstance(blas["threads"], int) else (os.cpu_count() or 1)
-    cfg.workers = args.workers or (threads if xp is np else 1)
     torch, torch_ref, torch_msg = load_torch(cfg, threads)
     lines = header(cfg, xp, torch_msg, blas)
     print("\n".join(lines), flush=True)

@@ -22,6 +22,7 @@ from .checkpoint import CheckpointError
 from .datasets import DATASETS, load_dataset
 from .pipeline import LatentDiffusion, LDMConfig
 from .training import TrainingDiverged
+from .versions import version_line
 
 MODEL_FILE = "model.safetensors"
 RUN_FILE = "run.json"
@@ -376,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ldm_np",
         description="Train and sample a latent diffusion model written from scratch in NumPy.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,train,sample,evaluate}")
 
     p = sub.add_parser(

@@ -125,7 +125,10 @@ class AdamW(Adam):
 
 def global_grad_norm(grads: ParamTree) -> Any:
     """sqrt(sum of squares of every gradient entry), as a 0-d array (no host sync)."""
-    return sum((g * g).sum() for _, _, g in iter_params(grads)) ** 0.5
+    squares = [(g * g).sum() for _, _, g in iter_params(grads)]  # one 0-d per tensor
+    # Summed from the first square and rooted by sqrt: NumPy 1.x turns a float32
+    # scalar plus a Python 0, or to the power of a Python 0.5, into float64.
+    return get_array_module(squares[0]).sqrt(sum(squares[1:], squares[0]))
 
 
 def clip_grad_norm(grads: ParamTree, max_norm: float) -> Any:

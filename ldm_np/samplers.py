@@ -223,7 +223,10 @@ def _ddpm_update(schedule, model_output, t, x_t, noise, variance_type, predictio
     ### END SOLUTION
 
     if variance_type == "fixed_small":
-        sigma = xp.sqrt(xp.maximum(gather(schedule["posterior_variance"], t), POSTERIOR_VARIANCE_FLOOR))
+        # The floor in the model dtype: NumPy 1.x promotes a float32 scalar (int t)
+        # next to a Python float to float64.
+        floor = xp.asarray(POSTERIOR_VARIANCE_FLOOR, dtype=x_t.dtype)
+        sigma = xp.sqrt(xp.maximum(gather(schedule["posterior_variance"], t), floor))
     else:
         sigma = xp.sqrt(beta)
     if isinstance(t, numbers.Integral):
@@ -331,6 +334,9 @@ def _ddim_update(
     """
     xp = get_array_module(x_t)
     x0_hat = _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample)  # [batch, latent]
+    # eta in the model dtype: NumPy 1.x promotes a Python float times a float32
+    # scalar (int t) to float64.
+    eta = x_t.dtype.type(eta)
     ### BEGIN SOLUTION ddim_step
     ab_t, one_minus_t = _alpha_bar_at(schedule, t, final_alpha_cumprod, x_t.dtype)
     ab_prev, one_minus_prev = _alpha_bar_at(schedule, t_prev, final_alpha_cumprod, x_t.dtype)

@@ -2,7 +2,9 @@
 
 Nothing here asserts a time: timings on a shared machine are noise. The test
 checks that every row of the table is printed, with a number, and that the
-GPU path refuses cleanly where there is no CuPy. One BLAS thread
+GPU path refuses cleanly where there is no CuPy; that the BLAS facts come
+from NumPy when threadpoolctl is missing; and that a kernel forced through
+the environment is named in a warning. One BLAS thread
 (``--threads 1``) keeps the run short and steady on a busy machine; it takes
 about 10-20 s, with PyTorch if it is installed and without it otherwise.
 """
@@ -25,8 +27,10 @@ RUN = REPO / "benchmarks" / "run.py"
 pytestmark = pytest.mark.skipif(not RUN.exists(), reason="benchmarks/run.py is not in this checkout")
 
 
-def run_benchmark(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+def run_benchmark(
+    *args: str, timeout: float = 180.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", **(env or {}))
     return subprocess.run(
         [sys.executable, str(RUN), *args],
         capture_output=True,
@@ -42,7 +46,7 @@ def test_quick_benchmark_prints_every_row():
     out = run_benchmark("--quick", "--threads", "1", "--repeats", "1")
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout
-    assert "BLAS:" in text and "threads" in text
+    assert re.search(r"- BLAS: .*, kernel .+, \d+ threads", text), text[:2000]
     for row in (
         "VAE train step",
         "denoiser train step (latent 32)",
@@ -64,10 +68,61 @@ def test_gpu_benchmark_without_cupy_fails_with_a_clear_message():
     assert "CuPy" in out.stderr and "--device gpu" in out.stderr
 
 
-def test_threads_benchmark_prints_every_line():
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+def test_blas_info_without_threadpoolctl_falls_back_to_numpy(monkeypatch):
+    from benchmarks import harness
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import threadpoolctl -> ImportError
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    monkeypatch.delenv("BLIS_ARCH_TYPE", raising=False)
+    info = harness.blas_info()
+    assert info["source"].startswith("numpy.show_config")
+    assert info["threads"] == 1
+    assert info["kernel"].startswith("unknown without threadpoolctl")
+
+
+def test_kernel_warning_names_every_forcing_variable(monkeypatch):
+    from benchmarks import harness
+
+    for var in harness.KERNEL_ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert harness.kernel_warning() is None
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    warning = harness.kernel_warning()
+    assert "OPENBLAS_CORETYPE=Haswell" in warning and "MKL_CBWR=AVX2" in warning
+    assert "Every time and every ratio below is measured under that kernel" in warning
+
+
+def test_quick_benchmark_warns_when_the_environment_forces_a_kernel():
+    out = run_benchmark(
+        "--quick",
+        "--threads",
+        "1",
+        "--repeats",
+        "1",
+        "--no-torch",
+        "--rows",
+        "vae",
+        env={"MKL_CBWR": "COMPATIBLE"},  # harmless everywhere, unlike forcing an OpenBLAS kernel
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"WARNING: .*MKL_CBWR=COMPATIBLE", out.stdout), out.stdout[:2000]
+
+
+def test_ab_core_compares_two_checkouts():
+    env = dict(os.environ, MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)  # each side's worker sets its own
     out = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "threads.py"), "--quick"],
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "ab_core.py"),
+            str(REPO),
+            str(REPO),
+            "--quick",
+            "--rounds",
+            "2",
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -76,7 +131,21 @@ def test_threads_benchmark_prints_every_line():
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    for work in ("ufunc, 256 KiB", "ufunc, 2 MiB", "ufunc, 32 MiB", "matmul [64, 256]"):
-        line = next((x for x in out.stdout.splitlines() if x.startswith(work)), None)
-        assert line is not None and re.search(r"\d+\.\d\dx$", line), out.stdout
-    assert re.search(r"denoiser step, batch 128: 1 worker [\d.]+ ms, 2 workers [\d.]+ ms", out.stdout)
+    assert re.search(r"- BLAS: .*, kernel .+, \d+ threads", out.stdout), out.stdout
+    for case in ("denoiser step, batch 32", "VAE step, batch 32"):
+        line = next((x for x in out.stdout.splitlines() if x.startswith(f"| {case} |")), None)
+        assert line is not None and re.search(r"\*\*\d+\.\d\dx\*\* \| \d+\.\d\d-\d+\.\d\dx \|$", line), (
+            out.stdout
+        )
+
+
+def test_ab_core_refuses_a_folder_without_ldm_np(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "ab_core.py"), str(REPO), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        check=False,
+    )
+    assert out.returncode == 2 and "holds no ldm_np/ package" in out.stderr

@@ -1,0 +1,33 @@
+"""The pictures: plots of samples, losses, schedules and processes, and the figures a run writes.
+
+- ``plots``: one function a figure, each returning a matplotlib ``Figure``.
+- ``report``: the set of figures ``python -m ldm_np train`` and ``demo`` write to a run folder.
+"""
+
+from .plots import (
+    forward_noising,
+    guidance_grid,
+    image_grid,
+    latent_scatter,
+    loss_curves,
+    real_vs_generated,
+    reconstructions,
+    reverse_process,
+    reverse_process_gif,
+    scatter_2d,
+    schedule_plot,
+)
+
+__all__ = [
+    "forward_noising",
+    "guidance_grid",
+    "image_grid",
+    "latent_scatter",
+    "loss_curves",
+    "real_vs_generated",
+    "reconstructions",
+    "reverse_process",
+    "reverse_process_gif",
+    "scatter_2d",
+    "schedule_plot",
+]

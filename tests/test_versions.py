@@ -1,0 +1,55 @@
+"""``python -m ldm_np --version``: the versions a bug report needs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ldm_np
+from ldm_np.cli import main
+from ldm_np.versions import blas_version, version_line, versions
+
+
+def test_version_prints_ldm_np_python_numpy_and_blas_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    line = capsys.readouterr().out.strip()
+    assert line == version_line()
+    assert line.startswith(f"ldm_np {ldm_np.__version__} (")
+    assert f"NumPy {np.__version__}" in line
+    assert f"BLAS {blas_version()})" in line
+
+
+def test_python_m_ldm_np_version_from_the_command_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "ldm_np", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == version_line()
+
+
+def test_blas_is_read_from_numpys_build_configuration():
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    assert blas_version() == f"{blas['name']} {blas['version']}"
+    assert versions()["blas"] == blas_version()
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (
+            {"Build Dependencies": {"blas": {"name": "openblas64", "version": "0.3.23.dev"}}},
+            "openblas64 0.3.23.dev",
+        ),
+        ({"Build Dependencies": {"blas": {"name": "accelerate", "version": "unknown"}}}, "accelerate"),
+        ({"Build Dependencies": {"blas": {"name": "unknown", "version": "unknown"}}}, "unknown"),
+        ({"Build Dependencies": {}}, "unknown"),
+        ({}, "unknown"),
+    ],
+)
+def test_blas_version_from_a_config(config, expected):
+    assert blas_version(config) == expected
