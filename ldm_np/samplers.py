@@ -347,13 +347,14 @@ def _ddim_update(
         # late (ab small), the (1 - ab) form early (ab near 1). The gap is >= 0, but
         # where the two alpha_bars are equal (the last step with final_alpha_cumprod
         # = alphas_cumprod[0]) rounding can leave it a hair below 0: clamp.
-        gap = xp.maximum(xp.where(ab_prev < one_minus_t, ab_prev - ab_t, one_minus_t - one_minus_prev), 0.0)
+        gap = xp.where(ab_prev < one_minus_t, ab_prev - ab_t, one_minus_t - one_minus_prev)
+        gap = xp.maximum(gap, xp.zeros((), dtype=x_t.dtype))  # a zero of the model dtype: no promotion
         ratio = one_minus_prev / (ab_prev * one_minus_t)
         sigma = eta * xp.sqrt(ratio * gap)  # = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev)
         # 1 - ab_prev - sigma^2 = ratio (ab_t (1 - ab_prev) + (1 - eta^2) gap): a sum of
         # non-negative terms. The difference itself cancels to rounding noise when
         # sigma^2 is close to 1 - ab_prev (eta = 1 and ab_t << ab_prev).
-        direction = xp.sqrt(ratio * (ab_t * one_minus_prev + (1.0 - eta * eta) * gap))
+        direction = xp.sqrt(ratio * (ab_t * one_minus_prev + (1 - eta * eta) * gap))
     else:
         sigma = xp.zeros((), dtype=x_t.dtype)
         direction = xp.sqrt(one_minus_prev)

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from . import plots as figures
 from ..backend import to_numpy
 from ..schedules import make_schedule
+from . import plots as figures
 
 # Where along the schedule the forward-noising figure looks, as fractions of T - 1.
 FORWARD_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 1.0)
