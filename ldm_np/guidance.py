@@ -130,8 +130,8 @@ def _null_label(model: Any, schedule: dict[str, Any]) -> int:
     null = getattr(model, "null_label", None)
     if not isinstance(null, numbers.Integral):
         raise ValueError(
-            "classifier-free guidance needs a class-conditional model (num_classes set); "
-            f"{type(model).__name__} has no null label"
+            "model must be class-conditional for classifier-free guidance (num_classes set); "
+            f"this {type(model).__name__} has no null label"
         )
     dtype = np.dtype(getattr(model, "dtype", schedule["alphas_cumprod"].dtype))
     if dtype != schedule["alphas_cumprod"].dtype:
