@@ -135,9 +135,8 @@ class Denoiser(Module):
             if labels is None:
                 labels = xp.full(z_t.shape[0], self.null_label, dtype=xp.int64)
             lab, c_lab = label_embedding_forward(labels, p["label_embed"]["table"])
-            temb = temb + anomaly.check(
-                lab, "Denoiser", "label_embed", "forward"
-            )  # not in place: in SiLU's cache
+            anomaly.check(lab, "Denoiser", "label_embed", "forward")
+            temb = temb + lab  # not in place: temb is in SiLU's cache
         h, c_z = dense_forward(z_t, **p["z_proj"])  # [batch, hidden]
         h = anomaly.check(h + temb, "Denoiser", "z_proj", "forward")
         blocks = []
