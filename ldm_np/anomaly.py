@@ -52,7 +52,7 @@ def detect_anomaly() -> Iterator[None]:
     block ends (also on an exception).
     """
     before = (_State.enabled, _State.step)
-    _State.enabled = True
+    _State.enabled = True  # the step stays as it is: a nested block inside a training step keeps it
     try:
         yield
     finally:
@@ -60,7 +60,13 @@ def detect_anomaly() -> Iterator[None]:
 
 
 def set_step(step: int | None) -> None:
-    """Record the training step that the next checks belong to (None: not in a training loop)."""
+    """Record the training step that the next checks belong to (None: not in a training loop).
+
+    The training loops call it every step; while the detector is off it does
+    nothing, so no step outlives the ``detect_anomaly`` block it belongs to.
+    """
+    if not _State.enabled:
+        return  # off: free
     _State.step = None if step is None else check_int(step, "step", minimum=0)
 
 

@@ -55,6 +55,16 @@ def test_an_explicit_step_and_the_backward_pass():
         check(np.array([-np.inf]), "Encoder", "enc_mu", "backward", step=3)
 
 
+def test_the_step_is_recorded_only_while_on():
+    anomaly.set_step(5)  # off: ignored, so no stale step reaches a later block
+    with detect_anomaly():
+        assert anomaly._State.step is None
+        anomaly.set_step(6)
+        with pytest.raises(AnomalyError, match="training step 6"):
+            check(np.array([np.nan]), "Decoder", "dec_output", "forward")
+    assert anomaly._State.step is None
+
+
 def test_restored_after_an_exception_and_when_nested():
     with pytest.raises(KeyError), detect_anomaly():
         raise KeyError("x")
