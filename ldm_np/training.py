@@ -138,7 +138,10 @@ def vae_step(
     mse, c_mse = mse_forward(x_hat, x)
     kl, c_kl = kl_divergence_forward(mu, log_var)
     # mse averages over batch * features; recon is the per-sample sum / (2 sigma^2).
-    recon_scale = x.shape[1] / (2.0 * recon_std**2)
+    # Both weights in the data's dtype: NumPy 1.x turns a float32 scalar times a
+    # Python float into float64.
+    recon_scale = x.dtype.type(x.shape[1] / (2.0 * recon_std**2))
+    beta = x.dtype.type(beta)
     recon = recon_scale * mse
 
     dx_hat = mse_backward(recon_scale, c_mse)  # dloss/dmse = recon_scale

@@ -5,6 +5,8 @@
 """
 
 from .plots import (
+    GENERATED_COLOR,
+    REAL_COLOR,
     forward_noising,
     guidance_grid,
     image_grid,
@@ -19,6 +21,8 @@ from .plots import (
 )
 
 __all__ = [
+    "GENERATED_COLOR",
+    "REAL_COLOR",
     "forward_noising",
     "guidance_grid",
     "image_grid",
