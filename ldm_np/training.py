@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import anomaly
 from .backend import get_array_module, to_numpy
 from .diffusion import diffusion_loss, q_sample
 from .losses import kl_divergence_backward, kl_divergence_forward, mse_backward, mse_forward
@@ -137,7 +138,10 @@ def vae_step(
     mse, c_mse = mse_forward(x_hat, x)
     kl, c_kl = kl_divergence_forward(mu, log_var)
     # mse averages over batch * features; recon is the per-sample sum / (2 sigma^2).
-    recon_scale = x.shape[1] / (2.0 * recon_std**2)
+    # Both weights in the data's dtype: NumPy 1.x turns a float32 scalar times a
+    # Python float into float64.
+    recon_scale = x.dtype.type(x.shape[1] / (2.0 * recon_std**2))
+    beta = x.dtype.type(beta)
     recon = recon_scale * mse
 
     dx_hat = mse_backward(recon_scale, c_mse)  # dloss/dmse = recon_scale
@@ -239,6 +243,7 @@ def run_loop(
         with finish_step_on_interrupt() as interrupted:
             while state.step < num_steps:
                 n = state.step
+                anomaly.set_step(n)  # names the step in detect_anomaly's message
                 losses = step_fn(n)
                 state.step = n + 1
                 last = state.step == num_steps
@@ -250,7 +255,8 @@ def run_loop(
                         raise TrainingDiverged(
                             f"{name}: the loss became {values['loss']} at step {n}. Likely causes: a "
                             "learning rate too high for this data, or data far from unit scale (standardise "
-                            "it). The last checkpoint (if any) holds the last good weights."
+                            "it). The last checkpoint (if any) holds the last good weights. To find the layer where the "
+                            "first NaN or infinity appears, run the steps again inside `with ldm_np.detect_anomaly():`."
                         )
                     if logged:
                         state.history.append((n, values["loss"]))
