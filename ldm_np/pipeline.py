@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,7 @@ class LatentDiffusion:
         X: Any,
         *,
         progress: bool = True,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | Callable[[], Any] | None = None,
         checkpoint_every: int = 1000,
         log_every: int = 25,
     ) -> LatentDiffusion:
@@ -319,7 +320,7 @@ class LatentDiffusion:
         labels: Any = None,
         *,
         progress: bool = True,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | Callable[[], Any] | None = None,
         checkpoint_every: int = 1000,
         log_every: int = 25,
     ) -> LatentDiffusion:
@@ -379,7 +380,8 @@ class LatentDiffusion:
         return self.fit_denoiser(X, labels, **kwargs)
 
     def _run(self, step, state, total, name, progress, checkpoint, checkpoint_every, log_every) -> None:
-        save = (lambda: self.save(checkpoint)) if checkpoint is not None else None
+        # ``checkpoint``: a path, or a function that saves (the command line's run folder).
+        save = checkpoint if callable(checkpoint) or checkpoint is None else (lambda: self.save(checkpoint))
         try:
             run_loop(
                 step,
@@ -526,8 +528,11 @@ class LatentDiffusion:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save(self, path: str | Path) -> Path:
-        """Write everything needed to sample or to resume training, atomically."""
+    def save(self, path: str | Path, *, metadata: dict[str, str] | None = None) -> Path:
+        """Write everything needed to sample or to resume training, atomically.
+
+        ``metadata``: extra header entries (the command line stores the run's data options).
+        """
         arrays: dict[str, Any] = {}
         arrays.update(with_prefix(self.encoder.params, "encoder"))
         arrays.update(with_prefix(self.decoder.params, "decoder"))
@@ -551,7 +556,7 @@ class LatentDiffusion:
             "data_std": self.data_std,
             "kl_per_dim": self.kl_per_dim,
         }
-        return save_checkpoint(path, arrays, dataclasses.asdict(self.config), state)
+        return save_checkpoint(path, arrays, dataclasses.asdict(self.config), state, metadata)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu") -> LatentDiffusion:

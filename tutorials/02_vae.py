@@ -485,3 +485,36 @@ assert class_share > 0.3, class_share
 assert spread_to_noise["beta = 1"] > 3, spread_to_noise
 assert spread_to_noise[f"beta = {BIG_BETA:g}"] < 0.5, spread_to_noise
 print("All checks passed.")
+
+# %% [markdown]
+# ## Where did the NaN come from?
+#
+# A learning rate far too large makes the weights overflow within a few
+# steps; the loss turns NaN and training stops with `TrainingDiverged`, which
+# names the step but not the layer. `with ldm_np.detect_anomaly():` checks
+# every layer's output, forward and backward, and stops at the first
+# non-finite one, naming the module, the layer, the pass and the step (off
+# by default and free when off; on, it reads every array, so it is slow).
+
+# %%
+from ldm_np.anomaly import AnomalyError
+from ldm_np.training import TrainingDiverged
+
+tiny = {"input_size": 64, "latent_size": 8, "hidden_size": 64, "vae_steps": 40, "warmup_steps": 0}
+with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the point here
+    try:
+        LatentDiffusion(vae_lr=1e3, **tiny).fit_vae(X, progress=False, log_every=5)
+    except TrainingDiverged as exc:
+        print("without the detector:", exc)
+    with ldm_np.detect_anomaly():
+        try:
+            LatentDiffusion(vae_lr=1e3, **tiny).fit_vae(X, progress=False, log_every=5)
+        except AnomalyError as exc:
+            anomaly_message = str(exc)
+            print("with the detector:   ", anomaly_message)
+# The fix: a learning rate the data can take. The same run with 1e-3 stays finite.
+fixed = LatentDiffusion(vae_lr=1e-3, **tiny)
+with ldm_np.detect_anomaly():
+    fixed.fit_vae(X, progress=False, log_every=5)
+print(f"vae_lr = 1e-3: finite all the way, last logged loss {fixed.vae_state.history[-1][1]:.4g}")
+assert "dec_output" in anomaly_message and "training step" in anomaly_message

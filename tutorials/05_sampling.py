@@ -600,7 +600,8 @@ assert np.isclose(float(last0.alpha_cumprod_prev), float(ab[0]))
 assert np.median(final_dist["ab[0]"]) > 1e-3 and np.median(final_dist["1.0"]) == 0.0
 # ... and that offset is exactly sqrt(1 - ab[0]) eps_hat (eps_hat = the model's output, eta = 0).
 a0 = np.float64(ab[0])
-assert np.allclose(xs0, np.sqrt(a0) * last0.x0_hat + np.sqrt(1 - a0) * last0.model_output, atol=1e-5)
+s0 = np.float64(schedule["sqrt_one_minus_alphas_cumprod"][0])  # sqrt(1 - ab[0]), accurate (not 1 - a float32)
+assert np.allclose(xs0, np.sqrt(a0) * last0.x0_hat + s0 * last0.model_output, atol=1e-5)
 # Section 6: the exact denoiser's samples land on training points.
 assert np.median(memo["DDPM, 1000 steps"]) < 1e-3 and np.mean(memo["DDPM, 1000 steps"] < 1e-3) > 0.8
 assert np.median(memo["DDIM, 50 steps"]) < 1e-3
