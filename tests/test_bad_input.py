@@ -754,6 +754,7 @@ EXEMPT = {
     "ldm_np.denoiser.Denoiser.forward": MATH,
     "ldm_np.diffusion.gather": MATH,
     "ldm_np.guidance.guide": MATH,
+    "ldm_np.pipeline.latent_scale_factor": MATH + "; called by fit_denoiser on the encoder's own output",
     "ldm_np.anomaly.check_residual_block": MATH,
     "ldm_np.guidance.curvature_along": MATH + "; called at every sampler step by reconstruction_guidance_fn",
     "ldm_np.optim.global_grad_norm": MATH,

@@ -436,8 +436,8 @@ PLANTED = {
     ),
     "ddim_step": (
         "ldm_np/samplers.py",
-        "one_minus_prev - sigma * sigma",
-        "one_minus_prev",
+        "(1 - eta * eta) * gap",
+        "gap",  # 1 - ab_prev in the direction term: sigma^2 not taken off
         [
             "the smallest failing case is 'one row, t = 7 -> 3, eta = 0.6'",
             "input eta = 0.6",
