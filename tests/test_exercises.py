@@ -115,6 +115,15 @@ def test_list_shows_every_exercise_with_its_tutorial(capsys):
     assert len(BY_ID) == len(EXERCISES)  # ids are unique
 
 
+def test_the_instructor_notes_list_every_exercise_and_tutorial():
+    notes = (REPO / "tutorials" / "README.md").read_text()
+    assert all(f"`{ex.id}`" in notes for ex in EXERCISES), [
+        ex.id for ex in EXERCISES if f"`{ex.id}`" not in notes
+    ]
+    assert all(f"`{t}.py`" in notes for t in TUTORIALS)
+    assert {p.stem for p in (REPO / "tutorials").glob("[0-9][0-9]_*.py")} == set(TUTORIALS)
+
+
 def test_check_passes_on_this_repository(capsys, regions):
     assert exercises.main(["check"]) == 0
     assert f"ok: {len(EXERCISES)} exercise regions" in capsys.readouterr().out
