@@ -761,6 +761,7 @@ EXEMPT = {
     "ldm_np.training.": PLUMBING,
     "ldm_np.module.": PLUMBING,
     "ldm_np.cli.": PLUMBING,
+    "ldm_np.runs.": PLUMBING + " (run folders, locks and signals behind `train` and `sample`)",
     "ldm_np.exercises.": PLUMBING,
     "ldm_np.validation.": CHECKS,
     "ldm_np.diffusion.check_prediction_type": CHECKS,
