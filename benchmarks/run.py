@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = ["", *table(rows), ""]
     out.append(
-        "- matmuls alone: the same products (shapes, transposed views, no unused dx), pre-allocated inputs "
+        "- matmuls alone: the same products (shapes, transposed views, every dx the backward computes), pre-allocated inputs "
         "and outputs; for sampling rows, one forward's products times the number of steps"
     )
     out.append(

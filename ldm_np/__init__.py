@@ -6,6 +6,7 @@
 See README.md for the tour.
 """
 
+from .anomaly import detect_anomaly
 from .backend import default_rng, get_array_module, gpu_available, to_device, to_numpy
 from .denoiser import Denoiser
 from .gradcheck import check_module, numerical_gradient, rel_error
@@ -38,6 +39,7 @@ __all__ = [
     "check_module",
     "clip_grad_norm",
     "default_rng",
+    "detect_anomaly",
     "get_array_module",
     "gpu_available",
     "kl_divergence",

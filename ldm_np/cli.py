@@ -1,14 +1,20 @@
 """The command line: ``python -m ldm_np {demo,train,sample,evaluate}``.
 
-User mistakes (a bad option, a missing file, a damaged checkpoint) end with a
-one-line message and exit status 2, never a traceback. Ctrl-C during training
-saves a checkpoint and prints how to resume.
+User mistakes (a bad option, a missing file, a damaged checkpoint) and the
+operating system's refusals (a full disk, a folder that cannot be written)
+end with a one-line message and exit status 2, never a traceback. Ctrl-C or
+SIGTERM during training finishes the step, saves a checkpoint and prints the
+exact command that resumes (exit status 130). The rules that keep a run
+folder safe live in ``ldm_np.runs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -18,14 +24,28 @@ from typing import Any
 import numpy as np
 
 from .backend import to_numpy
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, open_atomically, read_metadata
 from .datasets import DATASETS, load_dataset
 from .pipeline import LatentDiffusion, LDMConfig
+from .runs import (
+    MODEL_FILE,
+    RUN_FILE,
+    RUN_KEY,
+    RunFolder,
+    UserError,
+    check_fits_in_memory,
+    check_parents,
+    config_from_checkpoint,
+    describe_steps,
+    hold_signals,
+    load_model,
+    read_run_file,
+    sigterm_as_interrupt,
+)
 from .training import TrainingDiverged
 from .versions import version_line
 
-MODEL_FILE = "model.safetensors"
-RUN_FILE = "run.json"
+__all__ = ["MODEL_FILE", "RUN_FILE", "UserError", "build_parser", "main"]
 
 # The demo's (and train's) defaults, measured on the digits with `python -m ldm_np evaluate`
 # over three training seeds (README, "Quality on the digits"). recon_std = 0.053 with
@@ -47,10 +67,6 @@ DEMO_CONFIG = {
     "denoiser_steps": 3500,
     "denoiser_batch_size": 256,
 }
-
-
-class UserError(Exception):
-    """A mistake the user can fix; printed as one line."""
 
 
 def image_shape_for(dataset: str, input_size: int) -> list[int] | None:
@@ -173,122 +189,332 @@ def config_from_args(args: argparse.Namespace, input_size: int, num_classes: int
     )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    ckpt = out / MODEL_FILE
+# What a run stores beside its model config (the config holds the model and training settings).
+DATA_OPTIONS = ("dataset", "num_rows", "holdout", "conditional")
+# The model and training flags: each is the LDMConfig field of the same name.
+MODEL_OPTIONS = (
+    "latent_size", "hidden_size", "num_layers", "num_steps", "schedule", "prediction_type", "time_input",
+    "vae_batch_size", "denoiser_batch_size", "vae_lr", "denoiser_lr", "kl_weight", "recon_std",
+    "min_snr_gamma", "ema_decay", "seed",
+)  # fmt: skip
+# Flags that may differ on --resume: more (or fewer, not below the steps done) training steps, and
+# how the run is carried out. Every other flag must match the stored run or be left out.
+RESUME_MAY_CHANGE = ("vae_steps", "denoiser_steps", "checkpoint_every", "device", "no_progress", "no_figures")
+
+
+def dataset_key(dataset: str) -> str:
+    """A built-in data set's name, or a file's absolute path (so a resume from elsewhere finds it)."""
+    return dataset if dataset in DATASETS else str(Path(dataset).resolve())
+
+
+def flag_name(dest: str) -> str:
+    return "--beta" if dest == "kl_weight" else "--" + dest.replace("_", "-")
+
+
+def run_folder_of(args: argparse.Namespace) -> RunFolder:
+    """``--out DIR``, or ``--resume DIR`` (the two must agree when both are given)."""
+    resume_dir = args.resume if isinstance(args.resume, str) else None
+    if resume_dir and args.out and Path(resume_dir).resolve() != Path(args.out).resolve():
+        raise UserError(f"--resume {resume_dir} and --out {args.out} name two folders: give one")
+    folder = resume_dir or args.out
+    if not folder:
+        raise UserError("give the run folder: --out DIR for a new run, or --resume DIR to continue one")
+    return RunFolder(folder)
+
+
+def new_run_info(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "dataset": dataset_key(args.dataset),
+        "num_rows": args.num_rows,
+        "holdout": args.holdout,
+        "seed": args.seed,
+        "conditional": bool(args.conditional),
+    }
+
+
+def stored_run(run: RunFolder, args: argparse.Namespace, given: set[str]) -> tuple[dict[str, Any], LDMConfig]:
+    """The run's data options and config from its checkpoint, with every given flag checked against them.
+
+    A flag that contradicts the stored run is refused, naming it and both
+    values; steps may change (``RESUME_MAY_CHANGE``). Runs written before
+    the checkpoint recorded its data options take what is missing from the
+    flags (or their defaults), and say so.
+    """
+    config = config_from_checkpoint(run.checkpoint)
+    info = dict(run.stored_info() or {})
+    info["conditional"] = config.num_classes is not None
+    info["seed"] = config.seed
+    for name in DATA_OPTIONS:
+        if name not in info:
+            if name == "dataset" and "dataset" not in given:
+                raise UserError(
+                    f"{run.checkpoint} does not record its data set (an older ldm_np wrote it): give "
+                    "--dataset, and --num-rows and --holdout as in the first run"
+                )
+            info[name] = dataset_key(args.dataset) if name == "dataset" else getattr(args, name)
+            if name not in given:
+                print(f"note: {run.path} does not record {flag_name(name)}; using {info[name]!r}")
+    stored = {**{k: getattr(config, k) for k in MODEL_OPTIONS}, **{k: info[k] for k in DATA_OPTIONS}}
+    for name in sorted(given & set(stored)):
+        value = dataset_key(args.dataset) if name == "dataset" else getattr(args, name)
+        if value != stored[name]:
+            raise UserError(
+                f"{flag_name(name)} {value} contradicts the run in {run.path}, which has "
+                f"{flag_name(name)} {stored[name]}; leave the flag out to resume it, or start a new run "
+                "(another --out, or --overwrite)"
+            )
+    return info, config
+
+
+def changed_steps(model: LatentDiffusion, args: argparse.Namespace, given: set[str]) -> dict[str, int]:
+    """The step counts a resume asks to change, checked against the steps already done."""
+    changes: dict[str, int] = {}
+    for name, done in (("vae_steps", model.vae_state.step), ("denoiser_steps", model.denoiser_state.step)):
+        new = getattr(args, name)
+        if name not in given or new == getattr(model.config, name):
+            continue
+        if new < done:
+            raise UserError(f"{flag_name(name)} {new} is below the {done} steps this run has already done")
+        if name == "vae_steps" and model.denoiser_state.step > 0:
+            raise UserError(
+                "--vae-steps cannot change once the denoiser has started: it learned the current VAE's latents"
+            )
+        changes[name] = new
+    return changes
+
+
+def load_training_data(info: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """(X, labels, held_out, y): the rows trained on, their labels, the held-out rows, the labels used."""
     X, labels = (
-        load_dataset(args.dataset, seed=args.seed)
-        if not args.num_rows
-        else load_dataset(args.dataset, args.num_rows, seed=args.seed)
+        load_dataset(info["dataset"], seed=info["seed"])
+        if not info["num_rows"]
+        else load_dataset(info["dataset"], info["num_rows"], seed=info["seed"])
     )
-    if args.conditional and (labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu"):
-        raise UserError(f"--conditional needs a labelled data set (digits); {args.dataset!r} has no labels")
+    if info["conditional"] and (labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu"):
+        raise UserError(
+            f"--conditional needs a labelled data set (digits); {info['dataset']!r} has no class labels"
+        )
     held_out = None
-    if args.holdout:
-        if not 0 < args.holdout <= X.shape[0] - 2:
+    if info["holdout"]:
+        if not 0 < info["holdout"] <= X.shape[0] - 2:
             raise UserError(f"--holdout must be in 1..{X.shape[0] - 2} (the data set has {X.shape[0]} rows)")
         # The same rows for the same seed, so --resume trains on the same data.
-        perm = np.random.default_rng(args.seed).permutation(X.shape[0])
-        keep, held = np.sort(perm[args.holdout :]), np.sort(perm[: args.holdout])
+        perm = np.random.default_rng(info["seed"]).permutation(X.shape[0])
+        keep, held = np.sort(perm[info["holdout"] :]), np.sort(perm[: info["holdout"]])
         held_out = X[held]
         X, labels = X[keep], (labels[keep] if labels is not None else None)
-    y = labels if args.conditional else None
-    if args.resume:
-        if not ckpt.exists():
-            raise UserError(f"--resume: no checkpoint at {ckpt}")
-        model = LatentDiffusion.load(ckpt, device=args.device)
-        print(f"resuming {ckpt}: VAE step {model.vae_state.step}, denoiser step {model.denoiser_state.step}")
-    else:
-        num_classes = int(labels.max()) + 1 if y is not None else None
-        model = LatentDiffusion(config_from_args(args, X.shape[1], num_classes), device=args.device)
-    out.mkdir(parents=True, exist_ok=True)
-    run_info = {
-        "dataset": args.dataset,
-        "image_shape": image_shape_for(args.dataset, X.shape[1]),
-        "seed": args.seed,
-        "holdout": args.holdout,
-    }
-    (out / RUN_FILE).write_text(json.dumps(run_info, indent=2))
-    print(
-        f"{model}\nparameters: encoder {model.encoder.num_params:,}, decoder {model.decoder.num_params:,}, denoiser {model.denoiser.num_params:,}"
-    )
-    started = time.perf_counter()
-    try:
-        model.fit_vae(
-            X, progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=args.checkpoint_every
-        )
-        print(f"stage 1 done: active latent units {model.active_units}/{model.config.latent_size}")
-        model.fit_denoiser(
-            X, y, progress=not args.no_progress, checkpoint=ckpt, checkpoint_every=args.checkpoint_every
-        )
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: saved {ckpt} (VAE step {model.vae_state.step}, denoiser step {model.denoiser_state.step})."
-        )
-        print(f"resume with: python -m ldm_np train --dataset {args.dataset} --out {out} --resume")
-        return 130
-    model.save(ckpt)
-    print(f"trained in {time.perf_counter() - started:.1f} s; wrote {ckpt}")
-    if not args.no_figures:
-        from .figures.report import write_figures
+    y = labels if info["conditional"] else None
+    return X, labels, held_out, y
 
-        figs = write_figures(model, X, labels, out, run_info["image_shape"], seed=args.seed, holdout=held_out)
-        for path in figs:
-            print(f"wrote {path}")
+
+def resume_command(run: RunFolder, args: argparse.Namespace) -> str:
+    """The exact command that continues this run: everything else is stored in it."""
+    device = f" --device {args.device}" if args.device != "cpu" else ""
+    return f"python -m ldm_np train --resume {shlex.quote(str(run.path))}{device}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    given: set[str] = getattr(args, "given", set())
+    if args.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be a number of steps >= 1, got {args.checkpoint_every}")
+    run = run_folder_of(args)
+    run.check_path()
+    if args.resume:
+        if args.overwrite:
+            raise UserError("--resume continues the run and --overwrite starts it again: give one")
+        if not run.checkpoint.exists():
+            raise UserError(f"--resume: no checkpoint at {run.checkpoint}")
+    elif run.checkpoint.exists() and not args.overwrite:
+        raise UserError(
+            f"{run.path} already holds a trained run; continue it with `--resume {run.path}`, "
+            "or start again with --overwrite (it replaces the run at the first save)"
+        )
+    with run.lock(), sigterm_as_interrupt():
+        model = None
+        try:
+            if args.resume:
+                info, _ = stored_run(run, args, given)
+                X, labels, held_out, y = load_training_data(info)
+                model = load_model(run.checkpoint, device=args.device)  # its size checked first
+                run.saved_steps = (model.vae_state.step, model.denoiser_state.step)
+                changes = changed_steps(model, args, given)
+                if changes:
+                    model.config = dataclasses.replace(model.config, **changes).validate()
+                    run.saved_steps = None  # the new step counts are saved even if stopped at once
+                    print(
+                        "changed on resume: " + ", ".join(f"{flag_name(k)} {v}" for k, v in changes.items())
+                    )
+                print(f"resuming {run.checkpoint}: {describe_steps(model)}")
+            else:
+                info = new_run_info(args)
+                X, labels, held_out, y = load_training_data(info)
+                num_classes = int(labels.max()) + 1 if y is not None else None
+                config = config_from_args(args, X.shape[1], num_classes).validate()
+                check_fits_in_memory(config, "this configuration")
+                model = LatentDiffusion(config, device=args.device)
+            info["image_shape"] = image_shape_for(info["dataset"], X.shape[1])
+            run.info = info
+            print(
+                f"{model}\nparameters: encoder {model.encoder.num_params:,}, decoder {model.decoder.num_params:,}, denoiser {model.denoiser.num_params:,}"
+            )
+            started = time.perf_counter()
+            save = lambda: run.save(model)  # noqa: E731 - the loops' periodic and interrupt saves
+            every, progress = args.checkpoint_every, not args.no_progress
+            model.fit_vae(X, progress=progress, checkpoint=save, checkpoint_every=every)
+            print(f"stage 1 done: active latent units {model.active_units}/{model.config.latent_size}")
+            model.fit_denoiser(X, y, progress=progress, checkpoint=save, checkpoint_every=every)
+            run.save(model)
+        except KeyboardInterrupt:
+            return stopped(run, model, args)
+        print(f"trained in {time.perf_counter() - started:.1f} s; wrote {run.checkpoint}")
+        if not args.no_figures:
+            try:
+                write_run_figures(model, X, labels, run, held_out, info["seed"])
+            except KeyboardInterrupt:
+                print(f"\ninterrupted while writing figures; the trained model is saved in {run.checkpoint}")
+                return 130
     return 0
 
 
+def stopped(run: RunFolder, model: LatentDiffusion | None, args: argparse.Namespace) -> int:
+    """After Ctrl-C or SIGTERM: save what is not saved yet (further signals wait), say what happened."""
+    with hold_signals(redeliver=False):
+        if model is None:
+            print("\ninterrupted before training started; nothing was written")
+            return 130
+        if not run.is_saved(model):
+            try:
+                run.save(model, redeliver=False)
+            except (OSError, CheckpointError) as exc:
+                held = "nothing" if run.saved_steps is None else "the previous save"
+                print(f"\ninterrupted: the checkpoint was NOT saved ({exc}); {run.checkpoint} holds {held}")
+                return 2
+        print(f"\ninterrupted: saved {run.checkpoint} ({describe_steps(model)}).")
+        print(f"resume with: {resume_command(run, args)}")
+    return 130
+
+
+def write_run_figures(
+    model: LatentDiffusion, X: Any, labels: Any, run: RunFolder, held_out: Any, seed: int
+) -> None:
+    """The figures; any failure is a warning, since the model is already trained and saved."""
+    from .figures.report import write_figures
+
+    try:
+        figs = write_figures(model, X, labels, run.path, run.info["image_shape"], seed=seed, holdout=held_out)
+    except Exception as exc:  # a figure never fails a run
+        print(f"warning: figures not written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        return
+    for path in figs:
+        print(f"wrote {path}")
+
+
 def load_run(run: str | Path, device: str) -> tuple[LatentDiffusion, dict[str, Any]]:
+    """A trained run's model and its data options (from the checkpoint, or run.json for older runs)."""
     run = Path(run)
     ckpt = run / MODEL_FILE if run.is_dir() else run
     if not ckpt.exists():
         raise UserError(f"no trained model at {ckpt} (train one with `python -m ldm_np train --out {run}`)")
-    model = LatentDiffusion.load(ckpt, device=device)
-    info_path = ckpt.parent / RUN_FILE
-    info = json.loads(info_path.read_text()) if info_path.exists() else {"dataset": None, "image_shape": None}
-    return model, info
+    model = load_model(ckpt, device=device)
+    meta = read_metadata(ckpt)
+    info = json.loads(meta[RUN_KEY]) if RUN_KEY in meta else read_run_file(ckpt.parent / RUN_FILE)
+    return model, info or {"dataset": None, "image_shape": None}
+
+
+# Samples are drawn SAMPLE_BATCH at a time and written as they come, so memory does not grow with
+# --num-samples. Batch b draws with seed ``batch_seed(seed, b)``: batch 0 uses ``seed`` itself.
+SAMPLE_BATCH = 4096
+GRID_ROWS = 2000  # rows kept in memory for --grid (an image grid shows the first 64)
+
+
+def batch_seed(seed: int, b: int) -> int:
+    return seed if b == 0 else int(np.random.SeedSequence([seed, b]).generate_state(1)[0])
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    if args.num_samples < 1:
+        raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
+    for flag, path in (("--out", args.out), ("--grid", args.grid)):
+        if path:
+            check_parents(Path(path), flag)
     model, info = load_run(args.run, args.device)
-    labels = None
+    label = None
     if args.label is not None:
         if model.config.num_classes is None:
             raise UserError("--label needs a class-conditional model (train with --conditional)")
         if not 0 <= args.label < model.config.num_classes:
             raise UserError(f"--label must be in 0..{model.config.num_classes - 1}, got {args.label}")
-        labels = np.full(args.num_samples, args.label, dtype=np.int64)
+        label = args.label
     elif args.guidance != 1.0 or args.guidance_rescale:
         raise UserError("--guidance and --guidance-rescale steer towards a class: give --label too")
-    x = model.sample(
-        args.num_samples,
-        sampler=args.sampler,
-        num_inference_steps=args.steps,
-        eta=args.eta,
-        seed=args.seed,
-        labels=labels,
-        guidance_scale=args.guidance,
-        guidance_rescale=args.guidance_rescale,
-        progress=not args.no_progress,
-    )
-    x = to_numpy(x)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.out, x)
-        print(
-            f"wrote {args.out}: {x.shape[0]} samples of {x.shape[1]} features, range [{x.min():.3g}, {x.max():.3g}]"
-        )
-    if args.grid:
-        from . import figures
-
-        shape = info.get("image_shape")
-        if shape:
-            title = f"{args.sampler} samples" + (
-                f", class {args.label}, guidance w = {args.guidance:g}" if labels is not None else ""
+    count = args.num_samples if args.out else min(args.num_samples, GRID_ROWS)
+    width, dtype = model.config.input_size, np.dtype(model.config.dtype)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give a file name such as {out / 'samples.npy'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        need = count * width * dtype.itemsize
+        free = shutil.disk_usage(out.parent).free
+        if need > free:
+            raise UserError(
+                f"--out {out} needs {need:,} bytes, but {out.parent} has {free:,} free; nothing was written"
             )
-            figures.image_grid(x[:64], shape=tuple(shape), title=title, path=args.grid)
-        else:
-            figures.scatter_2d(None, x, path=args.grid)
+    kept: list[np.ndarray] = []
+    lo, hi = np.inf, -np.inf
+
+    def draw(f: Any) -> None:
+        nonlocal lo, hi
+        batches = range(0, count, SAMPLE_BATCH)
+        bar = None
+        if len(batches) > 1 and not args.no_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=count, desc="samples", dynamic_ncols=True)
+        for b, start in enumerate(batches):
+            n = min(SAMPLE_BATCH, count - start)
+            x = model.sample(
+                n,
+                sampler=args.sampler,
+                num_inference_steps=args.steps,
+                eta=args.eta,
+                seed=batch_seed(args.seed, b),
+                labels=None if label is None else np.full(n, label, dtype=np.int64),
+                guidance_scale=args.guidance,
+                guidance_rescale=args.guidance_rescale,
+                progress=bar is None and not args.no_progress,
+            )
+            x = np.ascontiguousarray(to_numpy(x), dtype=dtype)  # [n, input]
+            if f is not None:
+                f.write(x.tobytes())
+            lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
+            room = GRID_ROWS - sum(len(k) for k in kept) if args.grid else 0
+            if room > 0:
+                kept.append(x[:room].copy())
+            if bar is not None:
+                bar.update(n)
+        if bar is not None:
+            bar.close()
+
+    if out is None:
+        draw(None)
+    else:
+        with open_atomically(out) as f:  # the .npy appears whole, or not at all
+            header = {
+                "descr": np.lib.format.dtype_to_descr(dtype),
+                "fortran_order": False,
+                "shape": (count, width),
+            }
+            np.lib.format.write_array_header_1_0(f, header)
+            draw(f)
+        print(f"wrote {out}: {count} samples of {width} features, range [{lo:.3g}, {hi:.3g}]")
+    if args.grid:
+        from .figures.report import samples_figure
+
+        title = f"{args.sampler} samples" + (
+            f", class {args.label}, guidance w = {args.guidance:g}" if label is not None else ""
+        )
+        samples_figure(np.concatenate(kept), info.get("image_shape"), args.grid, title=title)
         print(f"wrote {args.grid}")
     return 0
 
@@ -364,12 +590,16 @@ DEMO_HOLDOUT = 200  # digits kept out of training: the memorisation threshold, a
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    train_args = build_parser().parse_args(
+    argv = (
         ["train", "--dataset", "digits", "--out", args.out, "--seed", str(args.seed), "--device", args.device]
         + ["--holdout", str(DEMO_HOLDOUT)]
         + (["--conditional"] if args.conditional else [])
         + (["--no-progress"] if args.no_progress else [])
+        + (["--overwrite"] if args.overwrite else [])
+        + (["--resume"] if args.resume else [])
     )
+    train_args = build_parser().parse_args(argv)
+    train_args.given = given_options(argv)
     status = cmd_train(train_args)
     if status:
         return status
@@ -388,6 +618,62 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help=f"one of {', '.join(DATASETS)}, or a .npy/.csv file (default: %(default)s)",
+    )
+    p.add_argument(
+        "--num-rows",
+        type=int,
+        default=None,
+        help="rows to use (default: all for digits/files, 2000 for generated sets)",
+    )
+    p.add_argument("--out", default=None, help="run folder for the checkpoint and figures")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="DIR",
+        help="continue the run in DIR (or in --out) with the settings stored in its checkpoint",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in a folder that holds a run (it is replaced at the new run's first save)",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: %(default)s)"
+    )
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-figures", action="store_true", help="skip writing figures")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="keep this many random rows out of training, for the inpainting figure (default: %(default)s)",
+    )
+    add_model_options(p)
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The train options written on the command line ``argv`` (["train", ...]), as argparse dests.
+
+    A resume compares only these with the stored run: an option left out
+    takes the stored value, never its default.
+    """
+    p = argparse.ArgumentParser(add_help=False)  # abbreviations resolve as in the real parser
+    add_train_options(p)
+    for action in p._actions:  # parse again with no defaults: what remains was given
+        action.default = argparse.SUPPRESS
+        action.required = False
+    given, _ = p.parse_known_args(argv[1:])
+    return set(vars(given))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -410,35 +696,22 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train a class-conditional model: adds class_grid.png, guidance.png and a guidance table",
     )
+    p.add_argument("--resume", action="store_true", help="continue the demo run in OUT")
+    p.add_argument("--overwrite", action="store_true", help="train again into OUT, replacing its run")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train both stages and write a checkpoint and figures")
-    p.add_argument(
-        "--dataset",
-        default="digits",
-        help=f"one of {', '.join(DATASETS)}, or a .npy/.csv file (default: %(default)s)",
+    p = sub.add_parser(
+        "train",
+        help="train both stages and write a checkpoint and figures",
+        epilog=(
+            "--resume DIR takes every setting from the run in DIR (data set, rows, holdout, seed, "
+            "conditioning, model and training settings); a flag that contradicts it is refused. Flags "
+            "that may change on resume: "
+            + ", ".join(flag_name(n) for n in RESUME_MAY_CHANGE)
+            + " (step counts not below the steps done; --vae-steps only before the denoiser starts)."
+        ),
     )
-    p.add_argument(
-        "--num-rows",
-        type=int,
-        default=None,
-        help="rows to use (default: all for digits/files, 2000 for generated sets)",
-    )
-    p.add_argument("--out", required=True, help="run folder for the checkpoint and figures")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/model.safetensors")
-    p.add_argument(
-        "--checkpoint-every", type=int, default=1000, help="steps between checkpoints (default: %(default)s)"
-    )
-    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--no-figures", action="store_true", help="skip writing figures")
-    p.add_argument(
-        "--holdout",
-        type=int,
-        default=0,
-        help="keep this many random rows out of training, for the inpainting figure (default: %(default)s)",
-    )
-    add_model_options(p)
+    add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -491,8 +764,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def describe_os_error(exc: OSError) -> str:
+    """An operating system's refusal in one line: what, and on which path."""
+    text = exc.strerror or str(exc)
+    if exc.filename is not None:
+        text += f": {exc.filename}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        args.given = given_options(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -507,6 +791,12 @@ def main(argv: list[str] | None = None) -> int:
         RuntimeError,
     ) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a folder that cannot be written, a path that is a file
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; use smaller sizes (--num-samples, --hidden-size, ...)", file=sys.stderr)
         return 2
 
 

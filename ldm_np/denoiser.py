@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import anomaly
 from .backend import get_array_module
 from .layers import (
     TIME_INPUTS,
@@ -128,14 +129,16 @@ class Denoiser(Module):
         emb = timestep_embedding(t, self.hidden_size, self.num_steps, self.time_input, dtype=self.dtype)
         temb, c_t = dense_forward(emb, **p["time_mlp_1"])  # [batch, hidden]
         temb, s_t = silu_forward(temb)
+        anomaly.check(temb, "Denoiser", "time_mlp_1", "forward")
         c_lab = None
         if self.num_classes is not None:
             if labels is None:
                 labels = xp.full(z_t.shape[0], self.null_label, dtype=xp.int64)
             lab, c_lab = label_embedding_forward(labels, p["label_embed"]["table"])
+            anomaly.check(lab, "Denoiser", "label_embed", "forward")
             temb = temb + lab  # not in place: temb is in SiLU's cache
         h, c_z = dense_forward(z_t, **p["z_proj"])  # [batch, hidden]
-        h = h + temb
+        h = anomaly.check(h + temb, "Denoiser", "z_proj", "forward")
         blocks = []
         for i in range(1, self.num_layers + 1):
             h, c = residual_block_forward(
@@ -144,8 +147,10 @@ class Denoiser(Module):
                 p[f"denoiser_block_{i}_up"],
                 p[f"denoiser_block_{i}_down"],
             )
+            anomaly.check_residual_block(h, c, "Denoiser", f"denoiser_block_{i}")
             blocks.append(c)
         out, c_out = dense_forward(h, **p["noise_pred"])  # [batch, latent]
+        anomaly.check(out, "Denoiser", "noise_pred", "forward")
         self._cache = (c_t, s_t, c_lab, c_z, blocks, c_out)
         return out
 
@@ -158,16 +163,23 @@ class Denoiser(Module):
         check_array(dout, "dout", shape=(c_z[0].shape[0], self.latent_size), dtype=self.dtype, finite=False)
         g = self.grads
         dh, g["noise_pred"]["kernel"], g["noise_pred"]["bias"] = dense_backward(dout, c_out)
+        anomaly.check_layers("Denoiser", "backward", ("noise_pred", g["noise_pred"]), ("noise_pred", dh))
         for i in range(self.num_layers, 0, -1):
             dh, dnorm, dup, ddown = residual_block_backward(dh, blocks[i - 1])
             g[f"denoiser_block_{i}_norm"].update(dnorm)
             g[f"denoiser_block_{i}_up"].update(dup)
             g[f"denoiser_block_{i}_down"].update(ddown)
+            b = f"denoiser_block_{i}"
+            anomaly.check_layers(
+                "Denoiser", "backward", (f"{b}_down", ddown), (f"{b}_up", dup), (f"{b}_norm", dnorm), (b, dh)
+            )
         dz_t, g["z_proj"]["kernel"], g["z_proj"]["bias"] = dense_backward(dh, c_z)
+        anomaly.check_layers("Denoiser", "backward", ("z_proj", g["z_proj"]), ("z_proj", dz_t))
         # h = z_proj(z_t) + temb, so temb receives dh unchanged.
         if c_lab is not None:
             g["label_embed"]["table"] = label_embedding_backward(dh, c_lab)
         dtemb = silu_backward(dh, s_t)
         # The time MLP's input is the fixed sinusoidal embedding: its gradient is not used.
         _, g["time_mlp_1"]["kernel"], g["time_mlp_1"]["bias"] = dense_backward(dtemb, c_t)
+        anomaly.check_layers("Denoiser", "backward", ("time_mlp_1", g["time_mlp_1"]))
         return dz_t

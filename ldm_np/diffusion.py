@@ -19,6 +19,10 @@ Shapes: samples are ``[batch, latent]``; timesteps ``t`` are an integer array
 step). Per-row coefficients are gathered as ``[batch, 1]`` so they broadcast
 over the latent dimension.
 
+NaN and infinity propagate here (README, "NaN and infinity"): these
+functions check shapes and dtypes, never values, so a NaN in gives a NaN out
+without an error, as in NumPy; the entrances that take data refuse them.
+
 Precision: 1 - ab_t is read as ``sqrt_one_minus_alphas_cumprod[t] ** 2``, which
 the schedule computed in float64, instead of ``1 - alphas_cumprod[t]`` in the
 model dtype: near t = 0, ab_t = 0.9999 and the float32 subtraction would keep
@@ -30,52 +34,27 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import numpy as np
-
 from .backend import get_array_module
-from .validation import check_array, check_float, check_timesteps
+from .validation import (
+    check_choice,
+    check_diffusion_arrays,
+    check_float,
+    check_samples,  # noqa: F401  (oracle.py imports it from here)
+    check_schedule,
+    check_t,
+)
 
 PREDICTION_TYPES = ("epsilon", "sample", "v")
 
 
 # --------------------------------------------------------------------------
-# Checks and gathering (shared with samplers.py and oracle.py)
+# Gathering (shared with samplers.py and oracle.py)
 # --------------------------------------------------------------------------
 
 
 def check_prediction_type(prediction_type: Any, name: str = "prediction_type") -> str:
-    """Return ``prediction_type`` if it is one of ``PREDICTION_TYPES``, else ValueError."""
-    if prediction_type not in PREDICTION_TYPES:
-        hint = " (diffusers' 'v_prediction' is 'v' here)" if prediction_type == "v_prediction" else ""
-        raise ValueError(f"{name} must be one of {PREDICTION_TYPES}, got {prediction_type!r}{hint}")
-    return prediction_type
-
-
-def check_t(t: Any, name: str, *, batch: int | None, num_steps: int, low: int = 0) -> Any:
-    """Check a timestep: a Python int in low..num_steps-1, or an int array [batch].
-
-    ``low`` is 0 for t and -1 for a DDIM ``t_prev`` (-1 means "the end").
-    A NumPy array also has its range checked (host work, no sync). A CuPy
-    array gets only its dtype and shape checked: reading its min and max would
-    make the host wait for the GPU, and these checks run inside training steps
-    and sampling loops.
-    """
-    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
-        if not low <= t < num_steps:
-            raise ValueError(f"{name} must lie in {low}..{num_steps - 1} (num_steps={num_steps}), got {t}")
-        return int(t)
-    on_host = get_array_module(t) is np
-    if on_host and low == 0:
-        return check_timesteps(t, name, batch=batch, num_steps=num_steps)
-    if not hasattr(t, "dtype") or t.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an int or an integer array of shape [batch], got {type(t).__name__}")
-    if t.ndim != 1 or t.shape[0] == 0 or (batch is not None and t.shape[0] != batch):
-        raise ValueError(f"{name} must have shape [{batch or 'batch'}], got {list(t.shape)}")
-    if on_host:
-        lo, hi = int(t.min()), int(t.max())
-        if lo < low or hi >= num_steps:
-            raise ValueError(f"{name} must lie in {low}..{num_steps - 1}, got values from {lo} to {hi}")
-    return t
+    """Return ``prediction_type`` if it is one of ``PREDICTION_TYPES`` (diffusers' "v_prediction" is "v")."""
+    return check_choice(prediction_type, name, PREDICTION_TYPES)
 
 
 def gather(values: Any, t: Any) -> Any:
@@ -90,29 +69,6 @@ def gather(values: Any, t: Any) -> Any:
     return values[t][:, None]  # [batch, 1]
 
 
-def check_samples(x: Any, name: str, dtype: Any) -> Any:
-    """Check a [batch, latent] float array of ``dtype`` (the schedule's).
-
-    ``finite=False``: a finiteness check reads every value (a GPU sync), and
-    these functions run inside training steps and sampling loops.
-    """
-    if hasattr(x, "shape") and hasattr(x, "dtype") and getattr(x, "ndim", None) != 2:
-        raise ValueError(f"{name} must have shape [batch, latent], got {list(x.shape)}")
-    latent = x.shape[1] if hasattr(x, "shape") else None
-    return check_array(x, name, shape=(None, latent), dtype=dtype, finite=False)
-
-
-def _check_pair(schedule: dict[str, Any], x: Any, name: str, t: Any, t_name: str = "t") -> Any:
-    """Check x [batch, latent] in the schedule's dtype and its timesteps; return t."""
-    check_samples(x, name, schedule["alphas_cumprod"].dtype)
-    return check_t(t, t_name, batch=x.shape[0], num_steps=schedule["num_steps"])
-
-
-def _check_like(x: Any, name: str, ref: Any) -> None:
-    """Check that x has ref's shape and dtype (no finiteness check: no sync)."""
-    check_array(x, name, shape=tuple(ref.shape), dtype=ref.dtype, finite=False)
-
-
 # --------------------------------------------------------------------------
 # Forward process and signal-to-noise ratio
 # --------------------------------------------------------------------------
@@ -123,8 +79,7 @@ def q_sample(schedule: dict[str, Any], x0: Any, t: Any, noise: Any) -> Any:
 
     x0, noise: [batch, latent]; t: [batch] ints (or one int) -> x_t: [batch, latent].
     """
-    t = _check_pair(schedule, x0, "x0", t)
-    _check_like(noise, "noise", x0)
+    t = check_diffusion_arrays(schedule, t, x0=x0, noise=noise)
     ### BEGIN SOLUTION q_sample
     a = gather(schedule["sqrt_alphas_cumprod"], t)  # [batch, 1]
     s = gather(schedule["sqrt_one_minus_alphas_cumprod"], t)  # [batch, 1]
@@ -139,8 +94,7 @@ def velocity(schedule: dict[str, Any], x0: Any, noise: Any, t: Any) -> Any:
     rate of change of x_t along the circle x_t = cos(phi) x0 + sin(phi) noise,
     with ab_t = cos^2(phi) (Salimans & Ho, 2022).
     """
-    t = _check_pair(schedule, x0, "x0", t)
-    _check_like(noise, "noise", x0)
+    t = check_diffusion_arrays(schedule, t, x0=x0, noise=noise)
     return _velocity(schedule, x0, noise, t)
 
 
@@ -156,13 +110,13 @@ def snr(schedule: dict[str, Any], t: Any) -> Any:
     t: [batch] ints -> [batch] (or an int -> a 0-d array), in the schedule's
     dtype. Decreases with t: about 1e4 at t = 0 for DDPM's linear schedule.
     """
-    t = check_t(t, "t", batch=None, num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=None, num_steps=check_schedule(schedule)["num_steps"])
     return schedule["alphas_cumprod"][t] / _flat_one_minus(schedule, t)
 
 
 def log_snr(schedule: dict[str, Any], t: Any) -> Any:
     """log SNR(t) = log(ab_t) - log(1 - ab_t); t: [batch] -> [batch]."""
-    t = check_t(t, "t", batch=None, num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=None, num_steps=check_schedule(schedule)["num_steps"])
     xp = get_array_module(schedule["alphas_cumprod"])
     return xp.log(schedule["alphas_cumprod"][t]) - xp.log(_flat_one_minus(schedule, t))
 
@@ -209,13 +163,6 @@ def _target(prediction_type: str, x0: Any, noise: Any, schedule: dict[str, Any],
     return _velocity(schedule, x0, noise, t)
 
 
-def _check_conversion(schedule, model_output, t, x_t, prediction_type):
-    check_prediction_type(prediction_type)
-    t = _check_pair(schedule, x_t, "x_t", t)
-    _check_like(model_output, "model_output", x_t)
-    return t
-
-
 def predict_x0(schedule: dict[str, Any], model_output: Any, t: Any, x_t: Any, prediction_type: str) -> Any:
     """x0_hat from a model's output of the given type at (x_t, t).
 
@@ -227,7 +174,8 @@ def predict_x0(schedule: dict[str, Any], model_output: Any, t: Any, x_t: Any, pr
     Dividing by a_t makes the epsilon form amplify errors where little
     signal is left (large t); the v form never divides.
     """
-    t = _check_conversion(schedule, model_output, t, x_t, prediction_type)
+    check_prediction_type(prediction_type)
+    t = check_diffusion_arrays(schedule, t, x_t=x_t, model_output=model_output)
     return _x0_from(schedule, model_output, t, x_t, prediction_type)
 
 
@@ -238,13 +186,15 @@ def predict_eps(schedule: dict[str, Any], model_output: Any, t: Any, x_t: Any, p
     sample:  eps_hat = (x_t - a_t x0_hat) / s_t
     v:       eps_hat = s_t x_t + a_t v_hat
     """
-    t = _check_conversion(schedule, model_output, t, x_t, prediction_type)
+    check_prediction_type(prediction_type)
+    t = check_diffusion_arrays(schedule, t, x_t=x_t, model_output=model_output)
     return _eps_from(schedule, model_output, t, x_t, prediction_type)
 
 
 def predict_v(schedule: dict[str, Any], model_output: Any, t: Any, x_t: Any, prediction_type: str) -> Any:
     """v_hat = a_t eps_hat - s_t x0_hat from a model's output of the given type."""
-    t = _check_conversion(schedule, model_output, t, x_t, prediction_type)
+    check_prediction_type(prediction_type)
+    t = check_diffusion_arrays(schedule, t, x_t=x_t, model_output=model_output)
     x0_hat = _x0_from(schedule, model_output, t, x_t, prediction_type)
     eps_hat = _eps_from(schedule, model_output, t, x_t, prediction_type)
     return _velocity(schedule, x0_hat, eps_hat, t)
@@ -259,8 +209,7 @@ def target_for(prediction_type: str, x0: Any, noise: Any, schedule: dict[str, An
     model output of that type.
     """
     check_prediction_type(prediction_type)
-    t = _check_pair(schedule, x0, "x0", t)
-    _check_like(noise, "noise", x0)
+    t = check_diffusion_arrays(schedule, t, x0=x0, noise=noise)
     return _target(prediction_type, x0, noise, schedule, t)
 
 
@@ -268,9 +217,8 @@ def convert_prediction(
     schedule: dict[str, Any], model_output: Any, t: Any, x_t: Any, from_type: str, to_type: str
 ) -> Any:
     """Re-express a model output of ``from_type`` as one of ``to_type`` (same x_t, t)."""
-    check_prediction_type(from_type, "from_type")
-    check_prediction_type(to_type, "to_type")
-    t = _check_conversion(schedule, model_output, t, x_t, from_type)
+    check_prediction_type(from_type, "from_type"), check_prediction_type(to_type, "to_type")
+    t = check_diffusion_arrays(schedule, t, x_t=x_t, model_output=model_output)
     x0_hat = _x0_from(schedule, model_output, t, x_t, from_type)
     eps_hat = _eps_from(schedule, model_output, t, x_t, from_type)
     return _target(to_type, x0_hat, eps_hat, schedule, t)
@@ -294,7 +242,7 @@ def min_snr_weights(schedule: dict[str, Any], t: Any, prediction_type: str, gamm
     """
     check_prediction_type(prediction_type)
     gamma = check_float(gamma, "min_snr_gamma", low=0.0, low_open=True)
-    t = check_t(t, "t", batch=None, num_steps=schedule["num_steps"])
+    t = check_t(t, "t", batch=None, num_steps=check_schedule(schedule)["num_steps"])
     return _min_snr_weights(schedule, t, prediction_type, gamma)
 
 
@@ -324,6 +272,8 @@ def diffusion_loss(
     B = batch and D = latent size:
 
         loss = (1 / (B D)) sum_b sum_j w_b (out_bj - target_bj)^2
+
+    Formula:
         dout_bj = 2 w_b (out_bj - target_bj) / (B D)
 
     w_b = 1 without weighting (plain MSE, Ho et al., 2020), else the
@@ -334,12 +284,7 @@ def diffusion_loss(
     sync, so it can run inside a training step.
     """
     check_prediction_type(prediction_type)
-    t = _check_pair(schedule, x0, "x0", t)
-    if isinstance(t, numbers.Integral):
-        xp = get_array_module(x0)
-        t = xp.full(x0.shape[0], t, dtype=xp.int64)
-    _check_like(model_output, "model_output", x0)
-    _check_like(noise, "noise", x0)
+    t = check_diffusion_arrays(schedule, t, x0=x0, model_output=model_output, noise=noise)
     if min_snr_gamma is not None:
         min_snr_gamma = check_float(min_snr_gamma, "min_snr_gamma", low=0.0, low_open=True)
 
@@ -351,7 +296,7 @@ def diffusion_loss(
         loss = (diff * diff).mean()
         dout = diff * scale
         return loss, dout
-    w = _min_snr_weights(schedule, t, prediction_type, min_snr_gamma)[:, None]  # [batch, 1]
+    w = _min_snr_weights(schedule, t, prediction_type, min_snr_gamma).reshape(-1, 1)  # [batch, 1] or [1, 1]
     wdiff = w * diff  # [batch, latent]
     loss = (wdiff * diff).mean()
     dout = wdiff * scale

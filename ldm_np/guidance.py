@@ -74,9 +74,9 @@ from typing import Any
 import numpy as np
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
-from .diffusion import _target, _x0_from, check_prediction_type, gather
+from .diffusion import PREDICTION_TYPES, _target, _x0_from, gather
 from .samplers import sample as run_sampler
-from .validation import check_array, check_float, check_int
+from .validation import check_array, check_choice, check_float, check_int, check_labels, check_schedule
 
 # The multiple of the Gauss-Newton line step taken at each sampler step
 # (1 = the minimum of the linearised loss along the gradient). Measured on the
@@ -98,7 +98,9 @@ def guide(cond: Any, uncond: Any, w: float) -> Any:
     (a NumPy float64 scalar would turn float32 arrays into float64).
     w = 0 returns ``uncond`` exactly.
     """
+    ### BEGIN SOLUTION guide
     return uncond + float(w) * (cond - uncond)  # [batch, latent]
+    ### END SOLUTION
 
 
 def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
@@ -112,6 +114,9 @@ def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
     row. A row of ``guided`` with zero spread is left as it is.
     """
     phi = check_float(phi, "phi", low=0.0, high=1.0)
+    check_array(guided, "guided", shape=(None, None), finite=False)
+    check_array(cond, "cond", shape=tuple(guided.shape), dtype=guided.dtype, finite=False)
+    ### BEGIN SOLUTION rescale_guidance
     if phi == 0.0:
         return guided
     xp = get_array_module(guided, cond)
@@ -121,6 +126,21 @@ def rescale_guidance(guided: Any, cond: Any, phi: float) -> Any:
     factor = xp.where(spread, std_cond / xp.where(spread, std_guided, 1.0), 1.0)  # [batch, 1]
     factor = (phi * factor + (1.0 - phi)).astype(guided.dtype)
     return guided * factor  # [batch, latent]
+    ### END SOLUTION
+
+
+def _null_label(model: Any, schedule: dict[str, Any]) -> int:
+    """The model's null label, after checking it is class-conditional and in the schedule's dtype."""
+    null = getattr(model, "null_label", None)
+    if not isinstance(null, numbers.Integral):
+        raise ValueError(
+            "model must be class-conditional for classifier-free guidance (num_classes set); "
+            f"this {type(model).__name__} has no null label"
+        )
+    dtype = np.dtype(getattr(model, "dtype", schedule["alphas_cumprod"].dtype))
+    if dtype != schedule["alphas_cumprod"].dtype:
+        raise TypeError(f"the model is {dtype.name} but the schedule is {schedule['alphas_cumprod'].dtype}")
+    return int(null)
 
 
 def classifier_free_guidance_fn(
@@ -155,29 +175,12 @@ def classifier_free_guidance_fn(
     v in the paper.) ``prediction_type`` and ``schedule`` are checked against
     each other and the model, but the guidance itself needs neither.
     """
-    check_prediction_type(prediction_type)
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     w = check_float(guidance_scale, "guidance_scale", low=0.0)
     phi = check_float(guidance_rescale, "guidance_rescale", low=0.0, high=1.0)
-    null = getattr(model, "null_label", None)
-    if not isinstance(null, numbers.Integral):
-        raise ValueError(
-            "classifier-free guidance needs a class-conditional model (num_classes set); "
-            f"{type(model).__name__} has no null label"
-        )
+    null = _null_label(model, check_schedule(schedule))
     xp = get_array_module(schedule["alphas_cumprod"])
-    if not hasattr(labels, "dtype") or labels.dtype.kind not in "iu" or labels.ndim != 1 or labels.size == 0:
-        raise ValueError(f"labels must be a non-empty integer array [batch], got {labels!r:.80}")
-    if get_array_module(labels) is not xp:
-        raise TypeError("labels must be on the schedule's device (use ldm_np.to_device)")
-    if xp is np and (labels.min() < 0 or labels.max() > null):
-        raise ValueError(
-            f"labels must lie in 0..{null} ({null} = the null label), got {labels.min()}..{labels.max()}"
-        )
-    dtype = getattr(model, "dtype", schedule["alphas_cumprod"].dtype)
-    if np.dtype(dtype) != schedule["alphas_cumprod"].dtype:
-        raise TypeError(
-            f"the model is {np.dtype(dtype).name} but the schedule is {schedule['alphas_cumprod'].dtype}"
-        )
+    labels = check_labels(labels, "labels", high=null, xp=xp)  # null = the null label
     B = labels.shape[0]
     labels = labels.astype(xp.int64)
     nulls = xp.full(B, null, dtype=xp.int64)  # [B]
@@ -203,6 +206,11 @@ def classifier_free_guidance_fn(
 # --------------------------------------------------------------------------
 
 
+def _check_decoder(decoder: Any) -> None:
+    if not all(hasattr(decoder, a) for a in ("forward", "backward", "input_size", "latent_size")):
+        raise TypeError(f"decoder must be an ldm_np Decoder, got {type(decoder).__name__}")
+
+
 def reconstruction_loss(
     decoder: Any, z: Any, x_known_std: Any, mask: Any, scale_factor: float
 ) -> tuple[Any, Any]:
@@ -219,7 +227,9 @@ def reconstruction_loss(
     depends on row i alone. Overwrites ``decoder.grads`` (the decoder's
     weights are not changed).
     """
-    n = z.shape[0]
+    _check_decoder(decoder)
+    n = check_array(z, "z", shape=(None, decoder.latent_size), dtype=decoder.dtype, finite=False).shape[0]
+    scale_factor = check_float(scale_factor, "scale_factor", low=0.0, low_open=True)
     check_array(x_known_std, "x_known_std", shape=(n, decoder.input_size), dtype=z.dtype, finite=False)
     check_array(mask, "mask", shape=(n, decoder.input_size), dtype=z.dtype, finite=False)
     inv_s = 1.0 / float(scale_factor)
@@ -276,8 +286,16 @@ def reconstruction_guidance_fn(
     eps_hat <- eps_hat + (a_t / s_t) (x0_hat's step). A row whose gradient
     is 0 (nothing known, or already matched) is left as it is.
     """
-    check_prediction_type(prediction_type)
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES), check_schedule(schedule)
     strength = check_float(strength, "strength", low=0.0)
+    scale_factor = check_float(scale_factor, "scale_factor", low=0.0, low_open=True)
+    if not callable(model_fn):
+        raise TypeError(f"model_fn must be callable as model_fn(z_t, t), got {type(model_fn).__name__}")
+    _check_decoder(decoder)
+    check_array(
+        x_known_std, "x_known_std", shape=(None, decoder.input_size), dtype=decoder.dtype, finite=False
+    )
+    check_array(mask, "mask", shape=tuple(x_known_std.shape), dtype=decoder.dtype, finite=False)
 
     def corrected(z_t: Any, t: Any) -> Any:
         xp = get_array_module(z_t)

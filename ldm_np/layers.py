@@ -70,9 +70,13 @@ def dense_forward(x: Any, kernel: Any, bias: Any) -> tuple[Any, Any]:
 def dense_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
     """Gradients of y = x @ kernel + bias, from dy = dL/dy [batch, out].
 
-    dx = dy @ kernel.T          [batch, in]
-    dkernel = x.T @ dy          [in, out]
-    dbias = sum_batch dy        [out]
+    cache = (x [batch, in], kernel [in, out]). Returns (dx [batch, in],
+    dkernel [in, out], dbias [out]), each dL/d of that input.
+
+    Formula:
+        dx = dy @ kernel.T
+        dkernel = x.T @ dy
+        dbias = sum_batch dy
     """
     ### BEGIN SOLUTION dense_backward
     x, kernel = cache
@@ -109,9 +113,11 @@ def silu_forward(x: Any) -> tuple[Any, Any]:
 
 
 def silu_backward(dy: Any, cache: Any) -> Any:
-    """dx = dy * sigma(x) * (1 + x * (1 - sigma(x))).
+    """dx = dL/dx of y = x sigma(x), from dy = dL/dy; cache = (x, sigma(x)), all shaped like x.
 
-    From d/dx [x sigma(x)] = sigma(x) + x sigma(x) (1 - sigma(x)).
+    Formula:
+        dx = dy * sigma(x) * (1 + x * (1 - sigma(x)))
+        (from d/dx [x sigma(x)] = sigma(x) + x sigma(x) (1 - sigma(x)))
     """
     ### BEGIN SOLUTION silu_backward
     x, s = cache
@@ -142,14 +148,18 @@ def layernorm_forward(x: Any, gamma: Any, beta: Any, eps: float = LAYERNORM_EPS)
 
 
 def layernorm_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
-    """Gradients of LayerNorm, with n = features and g = dy * gamma:
+    """Gradients of LayerNorm y = gamma * xhat + beta, from dy = dL/dy [batch, features].
 
-    dx = rstd / n * (n * g - sum(g) - xhat * sum(g * xhat))   [batch, features]
-    dgamma = sum_batch dy * xhat                               [features]
-    dbeta = sum_batch dy                                       [features]
+    xhat = (x - mean) * rstd and rstd = 1 / sqrt(var + eps), mean and var over
+    the n features of each row; cache = (xhat, rstd [batch, 1], gamma).
+    Returns (dx [batch, features], dgamma [features], dbeta [features]).
+    The mean and the variance depend on every feature of the row, so dx has
+    terms through both.
 
-    The two sums inside dx run over the features of each row: they carry the
-    gradient through the mean and the variance, which depend on every feature.
+    Formula: with g = dy * gamma and sums over the features of each row,
+        dx = rstd / n * (n * g - sum(g) - xhat * sum(g * xhat))
+        dgamma = sum_batch dy * xhat
+        dbeta = sum_batch dy
     """
     ### BEGIN SOLUTION layernorm_backward
     xhat, rstd, gamma = cache

@@ -48,10 +48,15 @@ def kl_divergence_forward(mu: Any, log_var: Any) -> tuple[Any, Any]:
 
 
 def kl_divergence_backward(dkl: Any, cache: Any) -> tuple[Any, Any]:
-    """Gradients of ``kl_divergence_forward`` from dkl = dL/dKL (a scalar):
+    """Gradients of ``kl_divergence_forward`` from dkl = dL/dKL (a scalar).
 
-    dmu = dkl * mu / batch                          [batch, latent]
-    dlog_var = dkl * 0.5 * (exp(log_var) - 1) / batch   [batch, latent]
+    KL = (1 / batch) sum_{rows, latent} 0.5 * (mu^2 + exp(log_var) - 1 - log_var);
+    cache = (mu, exp(log_var)), both [batch, latent]. Returns (dmu, dlog_var),
+    both [batch, latent].
+
+    Formula:
+        dmu = dkl * mu / batch
+        dlog_var = dkl * 0.5 * (exp(log_var) - 1) / batch
     """
     ### BEGIN SOLUTION kl_divergence_backward
     mu, var = cache

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,23 @@ from .validation import check_array, check_choice, check_dtype_name, check_float
 
 # A latent dimension whose KL stays below this (nats) carries no information.
 ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+def latent_scale_factor(z: Any) -> float:
+    """The factor s that gives the latents unit variance: s = 1 / std(z).
+
+    z: [rows, latent], the encoder's posterior means of the training set. The
+    forward process is variance preserving only for data of unit variance:
+    q(z_t | z_0) keeps Var[z_t] = ab_t Var[z_0] + (1 - ab_t), which is 1 at
+    every t only if Var[z_0] = 1. So stage 2 trains on s z and the decoder
+    gets z / s. One standard deviation over every entry, as in Rombach et al.
+    (2022); s = 1 for latents with no spread.
+    Returns a Python float (a host sync, once per training run).
+    """
+    ### BEGIN SOLUTION latent_scale_factor
+    std = float(to_numpy(z.std()))
+    return 1.0 / std if std > 0 else 1.0
+    ### END SOLUTION
 
 
 @dataclass
@@ -226,7 +244,7 @@ class LatentDiffusion:
         X: Any,
         *,
         progress: bool = True,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | Callable[[], Any] | None = None,
         checkpoint_every: int = 1000,
         log_every: int = 25,
     ) -> LatentDiffusion:
@@ -302,7 +320,7 @@ class LatentDiffusion:
         labels: Any = None,
         *,
         progress: bool = True,
-        checkpoint: str | Path | None = None,
+        checkpoint: str | Path | Callable[[], Any] | None = None,
         checkpoint_every: int = 1000,
         log_every: int = 25,
     ) -> LatentDiffusion:
@@ -314,7 +332,7 @@ class LatentDiffusion:
             self._fit_data_stats(X)
         mu, _ = self._encode_standardized(self.standardize(X))  # posterior means [n, latent]
         if self.denoiser_state.step == 0:
-            self.scale_factor = 1.0 / (float(to_numpy(mu.std())) or 1.0)  # a host sync, once
+            self.scale_factor = latent_scale_factor(mu)
         z0_all = mu * self.scale_factor
         xp, n_rows, bs, T = self.xp, z0_all.shape[0], c.denoiser_batch_size, c.num_steps
         null = self.denoiser.null_label
@@ -362,7 +380,8 @@ class LatentDiffusion:
         return self.fit_denoiser(X, labels, **kwargs)
 
     def _run(self, step, state, total, name, progress, checkpoint, checkpoint_every, log_every) -> None:
-        save = (lambda: self.save(checkpoint)) if checkpoint is not None else None
+        # ``checkpoint``: a path, or a function that saves (the command line's run folder).
+        save = checkpoint if callable(checkpoint) or checkpoint is None else (lambda: self.save(checkpoint))
         try:
             run_loop(
                 step,
@@ -509,8 +528,11 @@ class LatentDiffusion:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def save(self, path: str | Path) -> Path:
-        """Write everything needed to sample or to resume training, atomically."""
+    def save(self, path: str | Path, *, metadata: dict[str, str] | None = None) -> Path:
+        """Write everything needed to sample or to resume training, atomically.
+
+        ``metadata``: extra header entries (the command line stores the run's data options).
+        """
         arrays: dict[str, Any] = {}
         arrays.update(with_prefix(self.encoder.params, "encoder"))
         arrays.update(with_prefix(self.decoder.params, "decoder"))
@@ -534,7 +556,7 @@ class LatentDiffusion:
             "data_std": self.data_std,
             "kl_per_dim": self.kl_per_dim,
         }
-        return save_checkpoint(path, arrays, dataclasses.asdict(self.config), state)
+        return save_checkpoint(path, arrays, dataclasses.asdict(self.config), state, metadata)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu") -> LatentDiffusion:

@@ -12,6 +12,11 @@ The conventions that trip everyone (spacing of the inference timesteps, which
 step comes next, the alpha used after the last step, clipping) are spelled
 out in docs/conventions.md, with the matching diffusers options.
 
+Finite inputs give finite outputs at every legal (t, t_prev), final alpha,
+eta, prediction type and dtype (tests/test_sampler_domain.py); a NaN in the
+inputs or the model's output propagates to the sample without an error
+(README, "NaN and infinity"). Only ``sample``'s ``x_T`` is checked for it.
+
 Inside the sampling loop nothing is read back to the host: timesteps are
 Python ints from a host list, coefficients are 0-d device arrays, and the
 model's output is checked for shape and dtype only (a finiteness check would
@@ -29,15 +34,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .backend import get_array_module, to_numpy
-from .diffusion import (
-    _eps_from,
-    _x0_from,
-    check_prediction_type,
+from .diffusion import PREDICTION_TYPES, _eps_from, _x0_from, gather
+from .validation import (
+    check_array,
+    check_choice,
+    check_diffusion_arrays,
+    check_float,
+    check_int,
+    check_rng,
     check_samples,
+    check_schedule,
     check_t,
-    gather,
 )
-from .validation import check_array, check_float, check_int
 
 SAMPLERS = ("ddpm", "ddim")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -87,8 +95,7 @@ def inference_timesteps(
         raise ValueError(
             f"num_inference_steps ({N}) must be <= num_train_steps ({T}): there are only {T} trained steps"
         )
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    check_choice(spacing, "spacing", SPACINGS)
     if steps_offset and spacing != "leading":
         raise ValueError(
             f"steps_offset applies to spacing='leading' only (diffusers ignores it for {spacing!r}); got {steps_offset}"
@@ -114,7 +121,13 @@ def previous_timesteps(timesteps: Any) -> np.ndarray:
     uses t - T // N instead, which agrees only for "leading" spacing; see
     docs/conventions.md.)
     """
-    timesteps = np.asarray(timesteps, dtype=np.int64)
+    if isinstance(timesteps, list | tuple):
+        timesteps = np.asarray(timesteps)
+    if not (isinstance(timesteps, np.ndarray) and timesteps.dtype.kind in "iu" and timesteps.ndim == 1):
+        raise TypeError(
+            f"timesteps must be a 1-D list or NumPy array of ints, got {type(timesteps).__name__}"
+        )
+    timesteps = timesteps.astype(np.int64)
     return np.append(timesteps[1:], np.int64(-1))
 
 
@@ -123,18 +136,15 @@ def previous_timesteps(timesteps: Any) -> np.ndarray:
 # --------------------------------------------------------------------------
 
 
-def _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample):
-    check_prediction_type(prediction_type)
-    check_samples(x_t, "x_t", schedule["alphas_cumprod"].dtype)
-    check_array(model_output, "model_output", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
-    t = check_t(t, "t", batch=x_t.shape[0], num_steps=schedule["num_steps"])
-    if clip_sample is not None:
-        clip_sample = check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
-    return t, clip_sample
-
-
-def _check_noise(noise: Any, x_t: Any) -> None:
-    check_array(noise, "noise", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
+def _check_step(schedule, model_output, t, x_t, noise, prediction_type, clip_sample, *, noise_needed):
+    """The checks ddpm_step and ddim_step share; returns (t, clip_sample). Shapes and dtypes only: no sync."""
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
+    t = check_diffusion_arrays(schedule, t, x_t=x_t, model_output=model_output)
+    if noise is not None or noise_needed:
+        if noise is None:
+            raise ValueError(f"noise is required here: pass noise of shape {list(x_t.shape)}")
+        check_array(noise, "noise", shape=tuple(x_t.shape), dtype=x_t.dtype, finite=False)
+    return t, None if clip_sample is None else check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
 
 
 def _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample):
@@ -175,14 +185,11 @@ def ddpm_step(
     clip_sample: None (latents are not confined to [-1, 1]) or c > 0 to clip
     x0_hat to [-c, c].
     """
-    t, clip_sample = _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample)
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
-    if noise is None:
-        if not (isinstance(t, int) and t == 0):
-            raise ValueError("noise is required (it may be None only when t is the int 0)")
-    else:
-        _check_noise(noise, x_t)
+    check_choice(variance_type, "variance_type", VARIANCE_TYPES)
+    needed = not (isinstance(t, numbers.Integral) and t == 0)  # only the last step adds no noise
+    t, clip_sample = _check_step(
+        schedule, model_output, t, x_t, noise, prediction_type, clip_sample, noise_needed=needed
+    )
     x_prev, x0_hat, _ = _ddpm_update(
         schedule, model_output, t, x_t, noise, variance_type, prediction_type, clip_sample
     )
@@ -262,19 +269,17 @@ def ddim_step(
     eta > 0 needs ``noise``. final_alpha_cumprod: the alpha_bar "after" the
     last step, 1.0 (diffusers' set_alpha_to_one=True) or alphas_cumprod[0].
     """
-    t, clip_sample = _check_step_inputs(schedule, model_output, t, x_t, prediction_type, clip_sample)
-    t_prev = check_t(t_prev, "t_prev", batch=x_t.shape[0], num_steps=schedule["num_steps"], low=-1)
-    # Host values only (ints, NumPy arrays): comparing CuPy arrays would sync.
-    if get_array_module(t, t_prev) is np and np.any(np.asarray(t_prev) >= np.asarray(t)):
-        raise ValueError(f"t_prev must be < t (DDIM steps go towards t = 0), got t={t}, t_prev={t_prev}")
     eta = check_float(eta, "eta", low=0.0, high=1.0)
+    t, clip_sample = _check_step(
+        schedule, model_output, t, x_t, noise, prediction_type, clip_sample, noise_needed=eta > 0
+    )
+    t_prev = check_t(t_prev, "t_prev", batch=x_t.shape[0], num_steps=schedule["num_steps"], low=-1)
     final_alpha_cumprod = check_float(
         final_alpha_cumprod, "final_alpha_cumprod", low=0.0, high=1.0, low_open=True
     )
-    if eta > 0:
-        if noise is None:
-            raise ValueError(f"eta={eta} > 0 adds noise: pass noise of shape {list(x_t.shape)}")
-        _check_noise(noise, x_t)
+    # Host values only (ints, NumPy arrays): comparing CuPy arrays would sync.
+    if get_array_module(t, t_prev) is np and np.any(np.asarray(t_prev) >= np.asarray(t)):
+        raise ValueError(f"t_prev must be < t (DDIM steps go towards t = 0), got t={t}, t_prev={t_prev}")
     x_prev, x0_hat, _, _ = _ddim_update(
         schedule, model_output, t, t_prev, x_t, eta, noise, prediction_type, final_alpha_cumprod, clip_sample
     )
@@ -288,7 +293,14 @@ def _alpha_bar_at(
     xp = get_array_module(schedule["alphas_cumprod"])
     final = xp.asarray(final_alpha_cumprod, dtype=dtype)
     # 1 - final in Python (float64), then cast: in float32, 1 - 0.9999 keeps ~3 digits.
-    final_one_minus = xp.asarray(1.0 - final_alpha_cumprod, dtype=dtype)
+    # final = alphas_cumprod[0] (diffusers' set_alpha_to_one=False) is ab_0 rounded
+    # to the dtype, and 1 - that rounded value is off by up to 0.15% (cosine,
+    # float32): take the schedule's accurate 1 - ab_0 there, so the last step
+    # with eta = 0 returns x_t. A device-side where: no host sync.
+    s0 = schedule["sqrt_one_minus_alphas_cumprod"][0]
+    final_one_minus = xp.where(
+        final == schedule["alphas_cumprod"][0], s0 * s0, xp.asarray(1.0 - final_alpha_cumprod, dtype=dtype)
+    )
     if isinstance(t, numbers.Integral):
         if t < 0:
             return final, final_one_minus
@@ -309,11 +321,16 @@ def _ddim_update(
 
     The update is the one in ``ddim_step``'s docstring, with eps_hat recomputed
     from x0_hat. ``_alpha_bar_at(schedule, t, final_alpha_cumprod, dtype)`` gives
-    (ab, 1 - ab) at a step, t = -1 included, as [batch, 1] or 0-d. Write
-    1 - ab_t / ab_prev as ((1 - ab_t) - (1 - ab_prev)) / ab_prev (the direct form
-    loses digits when the two steps are close), take no noise term when eta = 0
-    (sigma is then a 0-d zero; ``noise`` may be None), and clamp
-    1 - ab_prev - sigma^2 at 0 before its square root.
+    (ab, 1 - ab) at a step, t = -1 included, as [batch, 1] or 0-d. In the
+    stable forms, with gap = ab_prev - ab_t (>= 0; computed as
+    (1 - ab_t) - (1 - ab_prev) where the alpha_bars are near 1) and
+    ratio = (1 - ab_prev) / (ab_prev (1 - ab_t)):
+
+        sigma^2            = eta^2 ratio gap
+        1 - ab_prev - sigma^2 = ratio (ab_t (1 - ab_prev) + (1 - eta^2) gap)
+
+    Take no noise term when eta = 0 (sigma is then a 0-d zero, the direction
+    sqrt(1 - ab_prev); ``noise`` may be None).
     """
     xp = get_array_module(x_t)
     x0_hat = _x0_hat(schedule, model_output, t, x_t, prediction_type, clip_sample)  # [batch, latent]
@@ -325,15 +342,22 @@ def _ddim_update(
     ab_prev, one_minus_prev = _alpha_bar_at(schedule, t_prev, final_alpha_cumprod, x_t.dtype)
     eps_hat = (x_t - xp.sqrt(ab_t) * x0_hat) / xp.sqrt(one_minus_t)  # [batch, latent]
     if eta > 0:
-        # 1 - ab_t / ab_prev, written as a difference of the accurate (1 - ab)
-        # values: the direct form loses digits when the two steps are close.
-        pair_beta = (one_minus_t - one_minus_prev) / ab_prev
-        sigma = eta * xp.sqrt(one_minus_prev / one_minus_t * pair_beta)
+        # gap = ab_prev - ab_t = (1 - ab_t) - (1 - ab_prev). Each form subtracts two
+        # rounded numbers and inherits the rounding of the larger: take the ab form
+        # late (ab small), the (1 - ab) form early (ab near 1). The gap is >= 0, but
+        # where the two alpha_bars are equal (the last step with final_alpha_cumprod
+        # = alphas_cumprod[0]) rounding can leave it a hair below 0: clamp.
+        gap = xp.where(ab_prev < one_minus_t, ab_prev - ab_t, one_minus_t - one_minus_prev)
+        gap = xp.maximum(gap, xp.zeros((), dtype=x_t.dtype))  # a zero of the model dtype: no promotion
+        ratio = one_minus_prev / (ab_prev * one_minus_t)
+        sigma = eta * xp.sqrt(ratio * gap)  # = eta sqrt((1 - ab_prev) / (1 - ab_t)) sqrt(1 - ab_t / ab_prev)
+        # 1 - ab_prev - sigma^2 = ratio (ab_t (1 - ab_prev) + (1 - eta^2) gap): a sum of
+        # non-negative terms. The difference itself cancels to rounding noise when
+        # sigma^2 is close to 1 - ab_prev (eta = 1 and ab_t << ab_prev).
+        direction = xp.sqrt(ratio * (ab_t * one_minus_prev + (1 - eta * eta) * gap))
     else:
         sigma = xp.zeros((), dtype=x_t.dtype)
-    # sigma^2 <= 1 - ab_prev, with equality only where ab_prev = 1 (the last
-    # step with eta = 1); clamp so rounding cannot give sqrt of a negative.
-    direction = xp.sqrt(xp.maximum(one_minus_prev - sigma * sigma, 0.0))
+        direction = xp.sqrt(one_minus_prev)
     x_prev = xp.sqrt(ab_prev) * x0_hat + direction * eps_hat  # [batch, latent]
     if eta > 0:
         x_prev = x_prev + sigma * noise
@@ -393,13 +417,9 @@ class StepTrace:
 # --------------------------------------------------------------------------
 
 
-def _check_rng(rng: Any, xp: Any) -> None:
-    if xp is np and not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}"
-        )
-    if not hasattr(rng, "standard_normal"):
-        raise TypeError(f"rng must be a random generator with standard_normal, got {type(rng).__name__}")
+def _check_callable(f: Any, name: str, how: str) -> None:
+    if not callable(f):
+        raise TypeError(f"{name} must be callable as {how}, got {type(f).__name__}")
 
 
 def _call_model(model: Callable, x: Any, t: int, xp: Any) -> Any:
@@ -459,27 +479,25 @@ def sample(
     a tqdm bar. clip_sample: None (default, latents are not in [-1, 1]) or c
     to clip x0_hat to [-c, c] at every step.
     """
-    xp = get_array_module(schedule["alphas_cumprod"])
+    _check_callable(model, "model", "model(x_t, t)")
+    xp = get_array_module(check_schedule(schedule)["alphas_cumprod"])
     dt = schedule["alphas_cumprod"].dtype
     T = schedule["num_steps"]
-    if not callable(model):
-        raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    check_prediction_type(prediction_type)
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
+    check_choice(sampler, "sampler", SAMPLERS), check_choice(spacing, "spacing", SPACINGS)
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
+    check_choice(variance_type, "variance_type", VARIANCE_TYPES)
     num_samples = check_int(num_samples, "num_samples")
     eta = check_float(eta, "eta", low=0.0, high=1.0)
     final_alpha_cumprod = check_float(
         final_alpha_cumprod, "final_alpha_cumprod", low=0.0, high=1.0, low_open=True
     )
-    if clip_sample is not None:
-        clip_sample = check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    if spacing not in SPACINGS:
-        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    clip_sample = (
+        None if clip_sample is None else check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
+    )
+    if callback is not None:
+        _check_callable(callback, "callback", "callback(trace)")
+    if rng is not None:
+        check_rng(rng)  # refused even where nothing is drawn
     if sampler == "ddim":
         timesteps = inference_timesteps(T, num_inference_steps, spacing, steps_offset).tolist()
         prevs = previous_timesteps(timesteps).tolist()
@@ -501,10 +519,8 @@ def sample(
             raise ValueError(f"shape ({shape}) does not match x_T's latent size {x_T.shape[1]}")
         if get_array_module(x_T) is not xp:
             raise TypeError("x_T must be on the schedule's device (use ldm_np.to_device)")
-    if draws_noise or x_T is None:
-        if rng is None:
-            raise ValueError("rng is required: this call draws random numbers (no x_T, or noise is added)")
-        _check_rng(rng, xp)
+    if (draws_noise or x_T is None) and rng is None:
+        raise ValueError("rng is required: this call draws random numbers (no x_T, or noise is added)")
 
     x = rng.standard_normal((num_samples, shape), dtype=dt) if x_T is None else x_T  # [batch, latent]
     trajectory: list[StepTrace] = []
@@ -567,10 +583,9 @@ def ddim_invert(
 
     x0: [batch, latent] in the schedule's dtype -> x_T: [batch, latent].
     """
-    xp = get_array_module(schedule["alphas_cumprod"])
-    if not callable(model):
-        raise TypeError(f"model must be callable as model(x_t, t), got {type(model).__name__}")
-    check_prediction_type(prediction_type)
+    _check_callable(model, "model", "model(x_t, t)")
+    xp = get_array_module(check_schedule(schedule)["alphas_cumprod"])
+    check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     check_samples(x0, "x0", schedule["alphas_cumprod"].dtype)
     final_alpha_cumprod = check_float(
         final_alpha_cumprod, "final_alpha_cumprod", low=0.0, high=1.0, low_open=True

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .backend import xp_for_device
-from .validation import check_dtype_name, check_float, check_int
+from .validation import check_choice, check_dtype_name, check_float, check_int
 
 KINDS = ("linear", "scaled_linear", "cosine")
 
@@ -67,13 +67,14 @@ def make_schedule(
     t = 0 entry replaced by the t = 1 entry so the log stays finite).
 
     Everything is computed in float64 and then cast to ``dtype`` on ``device``,
-    so float32 models never see float64 arrays. Warns when the last
+    so float32 models never see float64 arrays. A schedule whose
+    ``alphas_cumprod`` falls below the dtype's smallest normal number is
+    refused (ValueError): predicting x0 divides by its square root. Warns when the last
     ``alphas_cumprod`` leaves more than 5% of the signal's amplitude (the
     terminal-SNR trap).
     """
     num_steps = check_int(num_steps, "num_steps")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    check_choice(kind, "kind", KINDS)
     beta_start = check_float(beta_start, "beta_start", low=0.0, high=1.0, low_open=True)
     beta_end = check_float(beta_end, "beta_end", low=0.0, high=1.0, low_open=True)
     if beta_end < beta_start:
@@ -97,6 +98,21 @@ def make_schedule(
         else np.array([1e-20])
     )
     posterior_log_variance_clipped = np.log(np.maximum(log_var_source, 1e-20))
+
+    # ab_t is mathematically > 0, but a long schedule of large betas drives it
+    # below the dtype's smallest normal number (linear, T = 1000, beta_end =
+    # 0.9 is subnormal in float32 from t = 410 and 0 from t = 666): x0 =
+    # (x_t - s_t eps) / sqrt(ab_t) would then divide by zero. Refused here rather than clamped, so a float32 and a
+    # float64 schedule of the same options always describe the same process.
+    tiny = np.finfo(dt).tiny
+    if alphas_cumprod[-1] < tiny:
+        first = int(np.argmax(alphas_cumprod < tiny))
+        raise ValueError(
+            f"alphas_cumprod underflows {dt.name} at step {first} (below {tiny:.3g}) with num_steps="
+            f"{num_steps}, kind={kind!r}, beta_start={beta_start}, beta_end={beta_end}: predicting x0 "
+            "would divide by zero. Use fewer steps or a smaller beta_end"
+            + (", or float64" if dt.name == "float32" else "")
+        )
 
     terminal_signal = math.sqrt(alphas_cumprod[-1])
     if terminal_signal > TERMINAL_SIGNAL_WARNING:

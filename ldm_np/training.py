@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import anomaly
 from .backend import get_array_module, to_numpy
 from .diffusion import diffusion_loss, q_sample
 from .losses import kl_divergence_backward, kl_divergence_forward, mse_backward, mse_forward
@@ -137,7 +138,10 @@ def vae_step(
     mse, c_mse = mse_forward(x_hat, x)
     kl, c_kl = kl_divergence_forward(mu, log_var)
     # mse averages over batch * features; recon is the per-sample sum / (2 sigma^2).
-    recon_scale = x.shape[1] / (2.0 * recon_std**2)
+    # Both weights in the data's dtype: NumPy 1.x turns a float32 scalar times a
+    # Python float into float64.
+    recon_scale = x.dtype.type(x.shape[1] / (2.0 * recon_std**2))
+    beta = x.dtype.type(beta)
     recon = recon_scale * mse
 
     dx_hat = mse_backward(recon_scale, c_mse)  # dloss/dmse = recon_scale
@@ -227,8 +231,8 @@ def run_loop(
     Every ``log_every`` steps the loss is read on the host (the only sync),
     appended to ``state.history`` and checked: a NaN or infinite loss raises
     ``TrainingDiverged`` before any checkpoint of the bad weights is written.
-    A Ctrl-C (SIGINT) during a step takes effect once that step is done
-    (``finish_step_on_interrupt``): KeyboardInterrupt is raised with
+    A Ctrl-C (SIGINT, and SIGTERM where the command line maps it to Ctrl-C)
+    during a step takes effect once that step is done (``finish_step_on_interrupt``): KeyboardInterrupt is raised with
     ``state.step`` the number of completed steps and no step half applied, so
     the caller can save and resume exactly there.
     """
@@ -239,25 +243,25 @@ def run_loop(
         with finish_step_on_interrupt() as interrupted:
             while state.step < num_steps:
                 n = state.step
+                anomaly.set_step(n)  # names the step in detect_anomaly's message
                 losses = step_fn(n)
                 state.step = n + 1
                 last = state.step == num_steps
-                if state.step % log_every == 0 or last:
+                logged = state.step % log_every == 0 or last
+                save_now = bool(on_checkpoint and checkpoint_every and state.step % checkpoint_every == 0)
+                if logged or save_now:
                     values = losses_to_host(losses)  # the loop's one host sync
                     if not all(math.isfinite(v) for v in values.values()):
                         raise TrainingDiverged(
                             f"{name}: the loss became {values['loss']} at step {n}. Likely causes: a "
                             "learning rate too high for this data, or data far from unit scale (standardise "
-                            "it). The last checkpoint (if any) holds the last good weights."
+                            "it). The last checkpoint (if any) holds the last good weights. To find the layer where the "
+                            "first NaN or infinity appears, run the steps again inside `with ldm_np.detect_anomaly():`."
                         )
-                    state.history.append((n, values["loss"]))
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
-                    if (
-                        on_checkpoint is not None
-                        and checkpoint_every
-                        and (state.step % checkpoint_every == 0)
-                        and not last
-                    ):
+                    if logged:
+                        state.history.append((n, values["loss"]))
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+                    if save_now and not last:
                         on_checkpoint()
                 bar.update(1)
                 if interrupted():
@@ -279,14 +283,19 @@ def finish_step_on_interrupt() -> Iterator[Callable[[], bool]]:
     """
     pending: list[int] = []
     main = threading.current_thread() is threading.main_thread()
-    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    # Any signal that would raise KeyboardInterrupt (SIGINT; SIGTERM where the command line maps it so).
+    deferred = [
+        s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is signal.default_int_handler
+    ]
+    if not main or not deferred:
         yield lambda: False
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in deferred}
     try:
         yield lambda: bool(pending)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def losses_to_host(losses: dict[str, Any]) -> dict[str, float]:

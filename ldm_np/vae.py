@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import anomaly
 from .backend import get_array_module
 from .layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
 from .module import Module
@@ -41,10 +42,15 @@ def reparameterize_forward(mu: Any, log_var: Any, eps: Any) -> tuple[Any, Any]:
 
 
 def reparameterize_backward(dz: Any, cache: Any) -> tuple[Any, Any]:
-    """dmu = dz;  dlog_var = dz * eps * 0.5 * exp(0.5 * log_var).
+    """Gradients of z = mu + exp(0.5 * log_var) * eps, from dz = dL/dz [batch, latent].
 
-    Both [batch, latent]. The noise is an input, not a function of the
-    parameters: that is the whole trick (Kingma & Welling, 2014).
+    cache = (std = exp(0.5 * log_var), eps). Returns (dmu, dlog_var), both
+    [batch, latent]. The noise is an input, not a function of the parameters:
+    that is the whole trick (Kingma & Welling, 2014).
+
+    Formula:
+        dmu = dz
+        dlog_var = dz * eps * 0.5 * exp(0.5 * log_var)
     """
     ### BEGIN SOLUTION reparameterize_backward
     std, eps = cache
@@ -130,10 +136,13 @@ class Encoder(Module):
         p = self.params
         a, c0 = dense_forward(x, **p["enc_dense_0"])  # [batch, hidden]
         a, s0 = silu_forward(a)
+        anomaly.check(a, "Encoder", "enc_dense_0", "forward")
         a, c1 = dense_forward(a, **p["enc_dense_1"])  # [batch, hidden]
         a, s1 = silu_forward(a)
+        anomaly.check(a, "Encoder", "enc_dense_1", "forward")
         mu, c_mu = dense_forward(a, **p["enc_mu"])  # [batch, latent]
         log_var, c_lv = dense_forward(a, **p["enc_log_var"])  # [batch, latent]
+        anomaly.check_layers("Encoder", "forward", ("enc_mu", mu), ("enc_log_var", log_var))
         self._cache = (c0, s0, c1, s1, c_mu, c_lv)
         return mu, log_var
 
@@ -147,10 +156,19 @@ class Encoder(Module):
         da, g["enc_mu"]["kernel"], g["enc_mu"]["bias"] = dense_backward(dmu, c_mu)
         da_lv, g["enc_log_var"]["kernel"], g["enc_log_var"]["bias"] = dense_backward(dlog_var, c_lv)
         da = da + da_lv  # the trunk feeds both heads: their gradients add
+        anomaly.check_layers(
+            "Encoder",
+            "backward",
+            ("enc_mu", g["enc_mu"]),
+            ("enc_log_var", g["enc_log_var"]),
+            ("enc_log_var", da),
+        )
         da = silu_backward(da, s1)
         da, g["enc_dense_1"]["kernel"], g["enc_dense_1"]["bias"] = dense_backward(da, c1)
+        anomaly.check_layers("Encoder", "backward", ("enc_dense_1", g["enc_dense_1"]), ("enc_dense_1", da))
         da = silu_backward(da, s0)
         dx, g["enc_dense_0"]["kernel"], g["enc_dense_0"]["bias"] = dense_backward(da, c0)
+        anomaly.check_layers("Encoder", "backward", ("enc_dense_0", g["enc_dense_0"]), ("enc_dense_0", dx))
         return dx
 
 
@@ -192,9 +210,12 @@ class Decoder(Module):
         p = self.params
         a, c0 = dense_forward(z, **p["dec_dense_0"])  # [batch, hidden]
         a, s0 = silu_forward(a)
+        anomaly.check(a, "Decoder", "dec_dense_0", "forward")
         a, c1 = dense_forward(a, **p["dec_dense_1"])  # [batch, hidden]
         a, s1 = silu_forward(a)
+        anomaly.check(a, "Decoder", "dec_dense_1", "forward")
         x_hat, c2 = dense_forward(a, **p["dec_output"])  # [batch, input]
+        anomaly.check(x_hat, "Decoder", "dec_output", "forward")
         self._cache = (c0, s0, c1, s1, c2)
         return x_hat
 
@@ -204,8 +225,11 @@ class Decoder(Module):
         check_array(dx_hat, "dx_hat", shape=(c0[0].shape[0], self.input_size), dtype=self.dtype, finite=False)
         g = self.grads
         da, g["dec_output"]["kernel"], g["dec_output"]["bias"] = dense_backward(dx_hat, c2)
+        anomaly.check_layers("Decoder", "backward", ("dec_output", g["dec_output"]), ("dec_output", da))
         da = silu_backward(da, s1)
         da, g["dec_dense_1"]["kernel"], g["dec_dense_1"]["bias"] = dense_backward(da, c1)
+        anomaly.check_layers("Decoder", "backward", ("dec_dense_1", g["dec_dense_1"]), ("dec_dense_1", da))
         da = silu_backward(da, s0)
         dz, g["dec_dense_0"]["kernel"], g["dec_dense_0"]["bias"] = dense_backward(da, c0)
+        anomaly.check_layers("Decoder", "backward", ("dec_dense_0", g["dec_dense_0"]), ("dec_dense_0", dz))
         return dz

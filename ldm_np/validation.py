@@ -5,6 +5,11 @@ mistake surfaces here instead of as a broadcasting error deep inside NumPy.
 Shape and dtype checks cost nothing; the finiteness check reads every value
 (and on a GPU waits for the device), so training loops validate their data
 once and then call the unchecked ``forward`` methods.
+
+The NaN policy (README, "NaN and infinity"): data entering through a model
+call, the pipeline, the command line or a data loader is checked for NaN and
+infinity here (``finite=True``); the math behind the entrances propagates
+them, unchecked.
 """
 
 from __future__ import annotations
@@ -150,3 +155,90 @@ def check_rng(rng: Any, name: str = "rng") -> Any:
             f"ldm_np.default_rng(seed, device)), got {type(rng).__name__} {rng!r}"
         )
     return rng
+
+
+# --------------------------------------------------------------------------
+# Diffusion arrays and timesteps (diffusion.py, samplers.py, oracle.py)
+# --------------------------------------------------------------------------
+
+
+def check_t(t: Any, name: str, *, batch: int | None, num_steps: int, low: int = 0) -> Any:
+    """Check a timestep: a Python int in low..num_steps-1, or an int array [batch].
+
+    ``low`` is 0 for t and -1 for a DDIM ``t_prev`` (-1 means "the end").
+    A NumPy array also has its range checked (host work, no sync). A CuPy
+    array gets only its dtype and shape checked: reading its min and max would
+    make the host wait for the GPU, and these checks run inside training steps
+    and sampling loops.
+    """
+    if isinstance(t, numbers.Integral) and not isinstance(t, bool):
+        if not low <= t < num_steps:
+            raise ValueError(f"{name} must lie in {low}..{num_steps - 1} (num_steps={num_steps}), got {t}")
+        return int(t)
+    on_host = get_array_module(t) is np if _is_array(t) else True
+    if on_host and low == 0:
+        return check_timesteps(t, name, batch=batch, num_steps=num_steps)
+    if not _is_array(t) or t.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an int or an integer array of shape [batch], got {type(t).__name__}")
+    if t.ndim != 1 or t.shape[0] == 0 or (batch is not None and t.shape[0] != batch):
+        raise ValueError(f"{name} must have shape [{batch or 'batch'}], got {list(t.shape)}")
+    if on_host:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < low or hi >= num_steps:
+            raise ValueError(f"{name} must lie in {low}..{num_steps - 1}, got values from {lo} to {hi}")
+    return t
+
+
+def check_samples(x: Any, name: str, dtype: Any) -> Any:
+    """Check a [batch, latent] float array of ``dtype`` (the schedule's).
+
+    ``finite=False``: a finiteness check reads every value (a GPU sync), and
+    these functions run inside training steps and sampling loops.
+    """
+    if _is_array(x) and x.ndim != 2:
+        raise ValueError(f"{name} must have shape [batch, latent], got {list(x.shape)}")
+    latent = x.shape[1] if _is_array(x) else None
+    return check_array(x, name, shape=(None, latent), dtype=dtype, finite=False)
+
+
+def check_schedule(schedule: Any, name: str = "schedule") -> dict[str, Any]:
+    """Return ``schedule`` if it is a noise schedule (a dict from ``make_schedule``), else TypeError."""
+    if not isinstance(schedule, dict) or "alphas_cumprod" not in schedule or "num_steps" not in schedule:
+        raise TypeError(
+            f"{name} must be a noise schedule from ldm_np.make_schedule(...), got {type(schedule).__name__}"
+        )
+    return schedule
+
+
+def check_diffusion_arrays(schedule: dict[str, Any], t: Any, t_name: str = "t", **arrays: Any) -> Any:
+    """Check same-shaped [batch, latent] arrays in the schedule's dtype and their timesteps; return t.
+
+    The first keyword array sets batch and latent; the others must match it
+    (shape and dtype only: no finiteness check, no sync). ``t`` is an int or
+    an int array [batch] in 0..num_steps-1.
+    """
+    (ref_name, ref), *others = arrays.items()
+    check_schedule(schedule)
+    check_samples(ref, ref_name, schedule["alphas_cumprod"].dtype)
+    for name, x in others:
+        check_array(x, name, shape=tuple(ref.shape), dtype=ref.dtype, finite=False)
+    return check_t(t, t_name, batch=ref.shape[0], num_steps=schedule["num_steps"])
+
+
+def check_labels(labels: Any, name: str, *, high: int, xp: Any) -> Any:
+    """Check class labels: a non-empty integer array [batch] on ``xp``'s device, values in 0..high.
+
+    The range is checked for NumPy arrays only (reading a CuPy array's min and
+    max would wait for the GPU).
+    """
+    if not _is_array(labels) or labels.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be an integer array [batch], got {type(labels).__name__} {labels!r:.60}"
+        )
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"{name} must be a non-empty integer array [batch], got shape {list(labels.shape)}")
+    if get_array_module(labels) is not xp:
+        raise TypeError(f"{name} must be on the schedule's device (use ldm_np.to_device)")
+    if xp is np and (labels.min() < 0 or labels.max() > high):
+        raise ValueError(f"{name} must lie in 0..{high}, got {labels.min()}..{labels.max()}")
+    return labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import struct
@@ -11,7 +12,14 @@ import pytest
 from safetensors.numpy import save_file
 
 import ldm_np.checkpoint as checkpoint_module
-from ldm_np.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from ldm_np.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    stale_temporaries,
+    tensor_sha256,
+)
 from ldm_np.pipeline import LatentDiffusion
 from ldm_np.training import TrainingDiverged
 
@@ -141,13 +149,11 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(saved, monkeypatch
     model, path = saved
     before = path.read_bytes()
 
-    def crash(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")  # half-written, then the process dies
-        raise OSError("disk full")
+    def crash(fd):  # the bytes are in the temporary; flushing them to disk fails
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module, "save_file", crash)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(checkpoint_module.os, "fsync", crash)
+    with pytest.raises(OSError, match="the disk is full"):
         model.save(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.safetensors"]  # no temp file left
@@ -173,3 +179,94 @@ def test_metadata_is_plain_json(saved):
         meta = f.metadata()
     assert json.loads(meta["config"])["hidden_size"] == 8
     assert int(meta["format_version"]) == FORMAT_VERSION
+
+
+# ---------------------------------------------------------------- checksums and non-finite weights
+
+
+def rewrite(path, arrays, metadata):
+    """Write a file with the given arrays and header, bypassing save_checkpoint's checks."""
+    save_file(arrays, str(path), metadata=metadata)
+    return path
+
+
+def header_of(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return f.metadata()
+
+
+def test_every_tensor_has_its_sha256_in_the_header(saved):
+    _, path = saved
+    sums = json.loads(header_of(path)["sha256"])
+    arrays, _, _ = load_checkpoint(path)
+    assert sorted(sums) == sorted(arrays)
+    name = "encoder.enc_dense_0.kernel"
+    assert sums[name] == tensor_sha256(arrays[name])
+
+
+def test_a_flipped_byte_inside_a_weight_is_refused(saved, tmp_path):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    header_len = struct.unpack("<Q", data[:8])[0]
+    data[8 + header_len + 100] ^= 0x01  # inside the tensor data; the header is intact
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"damaged.*SHA-256"):
+        LatentDiffusion.load(bad)
+
+
+def test_a_missing_tensor_is_refused(saved, tmp_path):
+    _, path = saved
+    arrays, _, _ = load_checkpoint(path)
+    del arrays["data.mean"]
+    bad = rewrite(tmp_path / "missing.safetensors", arrays, header_of(path))
+    with pytest.raises(CheckpointError, match=r"damaged.*data\.mean is missing"):
+        load_checkpoint(bad)
+
+
+def test_nan_weights_are_refused_at_load(saved, tmp_path):
+    _, path = saved
+    arrays, _, _ = load_checkpoint(path)
+    arrays["decoder.dec_output.bias"] = arrays["decoder.dec_output.bias"].copy()
+    arrays["decoder.dec_output.bias"][0] = np.nan
+    meta = header_of(path)
+    meta["sha256"] = json.dumps({k: tensor_sha256(v) for k, v in arrays.items()})  # checksums agree
+    bad = rewrite(tmp_path / "nan.safetensors", arrays, meta)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in decoder\.dec_output\.bias"):
+        LatentDiffusion.load(bad)
+
+
+def test_nan_weights_are_never_written(tmp_path):
+    path = tmp_path / "x.safetensors"
+    with pytest.raises(CheckpointError, match=r"not saved.*w holds NaN"):
+        save_checkpoint(path, {"w": np.array([1.0, np.inf], dtype=np.float32)}, {}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_format_1_checkpoint_still_loads(saved, tmp_path):
+    model, path = saved
+    arrays, _, _ = load_checkpoint(path)
+    meta = {k: v for k, v in header_of(path).items() if k != "sha256"}
+    meta["format_version"] = "1"
+    old = rewrite(tmp_path / "v1.safetensors", arrays, meta)
+    loaded = LatentDiffusion.load(old)
+    np.testing.assert_array_equal(
+        loaded.denoiser.params["noise_pred"]["kernel"], model.denoiser.params["noise_pred"]["kernel"]
+    )
+
+
+def test_extra_metadata_is_stored_and_reserved_keys_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "x.safetensors", {"w": np.ones(2)}, {}, {}, {"run": "{}"})
+    assert header_of(path)["run"] == "{}"
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(tmp_path / "y.safetensors", {"w": np.ones(2)}, {}, {}, {"config": "x"})
+
+
+def test_stale_temporaries_are_the_ones_a_killed_save_leaves(tmp_path):
+    path = tmp_path / "model.safetensors"
+    left = tmp_path / "model.safetensors.k3j2_x.tmp"
+    left.write_bytes(b"partial")
+    (tmp_path / "other.tmp").write_bytes(b"")
+    assert stale_temporaries(path) == [left]

@@ -86,7 +86,11 @@ def test_toy_noise_changes_the_points(name):
     toy = TOYS[name]
     clean = toy(100, seed=0, noise=0.0, dtype="float64")
     noisy = toy(100, seed=0, noise=0.5, dtype="float64")
-    assert 0.2 < np.std(noisy - clean) < 0.8  # the same points, moved by the noise
+    unit = toy(100, seed=0, noise=1.0, dtype="float64")
+    # The same draws z at every noise level (drawn even at 0): noisy = clean + noise * z exactly,
+    # with z standard normal in the unit-scale coordinates (not scaled with the shape).
+    np.testing.assert_allclose(noisy - clean, 0.5 * (unit - clean), rtol=0, atol=1e-12)
+    assert 0.8 < np.std(unit - clean) < 1.2
 
 
 def test_eight_gaussians_without_noise_are_eight_points_on_a_circle():

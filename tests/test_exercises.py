@@ -5,8 +5,9 @@ What is proven, and how:
 - The reference project passes the grader for every exercise (the instructor's
   ``grade`` command, run as a subprocess on this repository).
 - A freshly built student copy differs from the project only inside the
-  marked regions, and the copy's *whole* test suite, graded tests included,
-  shows every exercise "not attempted" and no failure other than a stub's
+  marked regions and by the reference's tests that state a solution (left
+  out), and the copy's *whole* test suite, graded tests included, shows every
+  exercise "not attempted" and no failure other than a stub's
   NotImplementedError("exercise <id>"). Tests that never call a stubbed
   function pass; those that do (training, the CLI, the tutorials) stop on the
   stub: they need the students' code, so they cannot pass before it exists.
@@ -14,17 +15,25 @@ What is proven, and how:
   handler between a test and a stub (the CLI's error handler, a tutorial's
   ``except``, a subprocess, a cached fixture) turning the stub's error into
   another failure, and only running the tests shows which ones reach a stub.
+- The derive level differs from it only by the docstrings' Formula:
+  paragraphs, and its exercises are all "not attempted" too.
+- No graded test, and no test the copy ships, contains a solution
+  expression; the stored outputs the graded tests compare with are the
+  reference's own.
 - Filling exercises back in from the reference makes exactly those pass: each
-  of the ten, alone or with others (five copies cover every pair), and one
+  of the thirteen, alone or with others (six copies cover every pair), and one
   literally alone through the command line, plus a wrong solution that fails
   with its gradient error.
+- The grader explains: planted bugs (a transposed product, a factor of 2, a
+  sum where a mean belongs, a DDIM step without sigma^2, a two-line error)
+  print what each is.
 - Bad markers are reported with file and line, by ``check`` and by ``build``,
   and ``build`` then writes nothing.
 
-Cost: eleven pytest subprocesses, about 55 s of CPU in all, half of it the
-copy's whole suite; the two largest steps run two subprocesses at once, so on
-two idle cores the file takes about 35 s. Grading runs turn off Hypothesis's
-shrinking, so a test that stops on a stub fails at once.
+Cost: about fifteen pytest subprocesses, half of the time the copy's whole
+suite; the two largest steps run two subprocesses at once. On a loaded
+2-core machine the file took about four minutes. Grading runs turn off
+Hypothesis's shrinking, so a test that stops on a stub fails at once.
 """
 
 from __future__ import annotations
@@ -32,16 +41,20 @@ from __future__ import annotations
 import ast
 import itertools
 import math
+import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ldm_np import exercises
 from ldm_np.exercises import BY_ID, EXERCISES, TUTORIALS, MarkerError
+from ldm_np.exercises.table import ANSWER_BEARING_TESTS
 from ldm_np.gradcheck import TOLERANCE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,10 +115,95 @@ def test_list_shows_every_exercise_with_its_tutorial(capsys):
     assert len(BY_ID) == len(EXERCISES)  # ids are unique
 
 
+def test_the_instructor_notes_list_every_exercise_and_tutorial():
+    notes = (REPO / "tutorials" / "README.md").read_text()
+    assert all(f"`{ex.id}`" in notes for ex in EXERCISES), [
+        ex.id for ex in EXERCISES if f"`{ex.id}`" not in notes
+    ]
+    assert all(f"`{t}.py`" in notes for t in TUTORIALS)
+    assert {p.stem for p in (REPO / "tutorials").glob("[0-9][0-9]_*.py")} == set(TUTORIALS)
+
+
 def test_check_passes_on_this_repository(capsys, regions):
     assert exercises.main(["check"]) == 0
     assert f"ok: {len(EXERCISES)} exercise regions" in capsys.readouterr().out
     assert set(regions) == set(BY_ID)
+
+
+def _normalised(source: str) -> str:
+    """Source without whitespace and array-module prefixes, so `np.sqrt(a) * b` matches `xp.sqrt(a)*b`."""
+    return re.sub(r"\b(?:np|xp|math|numpy)\.", "", re.sub(r"\s+", "", source))
+
+
+def solution_expressions(region: exercises.Region) -> set[str]:
+    """The right-hand sides and returned expressions of a region that compute something (an operator)."""
+    lines = (REPO / region.path).read_text().splitlines()[region.begin : region.end - 1]
+    body = textwrap.dedent("\n".join(lines))
+    found = set()
+    for node in ast.walk(ast.parse(body)):
+        value = (
+            getattr(node, "value", None)
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.Return))
+            else None
+        )
+        if value is not None and any(isinstance(n, ast.BinOp) for n in ast.walk(value)):
+            text = _normalised(ast.unparse(value))
+            if len(text) >= 8:
+                found.add(text)
+    return found
+
+
+def graded_source(nodeid: str) -> str:
+    """The source of a graded test function and of every function of its file that it calls, transitively."""
+    file, _, name = nodeid.partition("::")
+    tree = ast.parse((REPO / file).read_text())
+    text = (REPO / file).read_text()
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    todo, seen, parts = [name.split("[", 1)[0]], set(), []
+    while todo:
+        fn = functions.get(todo.pop())
+        if fn is None or fn.name in seen:
+            continue
+        seen.add(fn.name)
+        parts.append(ast.get_source_segment(text, fn) or "")
+        todo += [n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and n.id in functions]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("exercise", [ex.id for ex in EXERCISES])
+def test_no_graded_test_contains_its_exercise_s_solution(exercise, regions):
+    """A student copy ships the graded tests: none may hold an expression of the solution it grades."""
+    expressions = solution_expressions(regions[exercise])
+    assert expressions, f"{exercise}: no solution expression found (the check would prove nothing)"
+    for nodeid in BY_ID[exercise].tests:
+        source = _normalised(graded_source(nodeid))
+        leaked = sorted(e for e in expressions if e in source)
+        assert not leaked, f"{nodeid} contains the solution of {exercise}: {leaked}"
+
+
+def test_the_proof_of_no_leak_can_fail(regions, tmp_path):
+    """The check above finds a solution expression pasted into a test."""
+    expression = sorted(solution_expressions(regions["dense_backward"]))[0]
+    assert expression in _normalised(f"def test_x():\n    expected = {expression}\n")
+
+
+def test_stored_outputs_of_the_graded_tests_are_the_reference_s_own():
+    """tests/data/graded_exercises.npz equals what this project's code computes on the same inputs."""
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        import test_graded_exercises as graded
+    finally:
+        sys.path.remove(str(REPO / "tests"))
+    with np.load(graded.EXPECTED) as stored:
+        keys = set(stored.files)
+        computed = {}
+        for exercise, cases in graded.CASES.items():
+            for k, (name, _, compute) in enumerate(cases()):
+                computed[f"{exercise}.{k}"] = np.asarray(compute())
+                np.testing.assert_allclose(
+                    stored[f"{exercise}.{k}"], computed[f"{exercise}.{k}"], rtol=1e-12, err_msg=name
+                )
+    assert keys == set(computed), "rerun: python tests/test_graded_exercises.py --record"
 
 
 # --------------------------------------------------------------------------
@@ -127,8 +225,28 @@ def test_student_copy_differs_from_the_project_only_in_the_regions(student, regi
         if rel in stubbed:
             expected = exercises.stub_out(original.decode(), [r for r in regions.values() if r.path == rel])
             assert copy.decode() == expected, rel
+        elif rel in ANSWER_BEARING_TESTS:
+            expected, missing = exercises.markers.strip_functions(
+                original.decode(), ANSWER_BEARING_TESTS[rel]
+            )
+            assert copy.decode() == expected and not missing, rel
+            for name in ANSWER_BEARING_TESTS[rel]:
+                assert f"def {name}(" in original.decode() and f"def {name}(" not in copy.decode()
         else:
             assert copy == original, rel
+
+
+def test_the_student_copy_ships_no_solution_expression(student, regions):
+    """Not only the graded tests: no test file of the copy holds an expression of any solution."""
+    shipped = {p: _normalised(p.read_text()) for p in (student / "tests").rglob("*.py")}
+    leaks = [
+        f"{p.relative_to(student)}: {ex_id}: {e}"
+        for ex_id, region in regions.items()
+        for e in solution_expressions(region)
+        for p, text in shipped.items()
+        if e in text
+    ]
+    assert not leaks, "\n".join(leaks)
 
 
 def test_each_region_becomes_one_indented_stub_under_the_kept_docstring(student, regions):
@@ -141,7 +259,7 @@ def test_each_region_becomes_one_indented_stub_under_the_kept_docstring(student,
         docs = {}
         for root in (REPO, student):
             tree = exercises.parse_python((root / ex.path).read_text())
-            fn = dict(exercises._functions(tree))[ex.function]
+            fn = dict(exercises.markers._functions(tree))[ex.function]
             docs[root] = ast.get_docstring(fn)
             if root is student:  # the body after the docstring starts or ends with the stub
                 stubs = [n for n in ast.walk(fn) if isinstance(n, ast.Raise) and "exercise" in ast.unparse(n)]
@@ -298,7 +416,130 @@ def test_filling_in_one_exercise_makes_exactly_that_one_pass_and_a_bug_fails_it(
     assert list(grade_rows(result.stdout)) == ["dense_backward"]  # only the exercise asked for
     row = grade_rows(result.stdout)["dense_backward"]
     assert " failed " in row and float(row.split()[-1]) > 0.1, result.stdout
-    assert "python -m pytest tests/test_layers.py::test_dense_gradients" in result.stdout
+    assert "python -m pytest tests/test_graded_exercises.py::test_dense_backward_gradients" in result.stdout
+
+
+# Planted bugs: (file, the reference's line, the bug, what the grader must print about it).
+PLANTED = {
+    "dense_backward": (
+        "ldm_np/layers.py",
+        "\n    dkernel = x.T @ dy",
+        "\n    dkernel = dy.T @ x",
+        ["dkernel: shape expected (5, 3), got (3, 5)", "transpose of the expected shape"],
+    ),
+    "kl_divergence_backward": (
+        "ldm_np/losses.py",
+        "\n    dmu = dkl * mu / batch",
+        "\n    dmu = dkl * mu",
+        [
+            "dmu: shape (4, 3) ok, relative error",
+            "the batch size (4) times the expected gradient",
+            "a sum where a mean belongs",
+        ],
+    ),
+    "reparameterize_backward": (
+        "ldm_np/vae.py",
+        "dlog_var = dz * eps * 0.5 * std",
+        "dlog_var = dz * eps * std",
+        ["dlog_var: shape (4, 3) ok", "twice the expected gradient: a factor of 2"],
+    ),
+    "ddim_step": (
+        "ldm_np/samplers.py",
+        "(1 - eta * eta) * gap",
+        "gap",  # 1 - ab_prev in the direction term: sigma^2 not taken off
+        [
+            "the smallest failing case is 'one row, t = 7 -> 3, eta = 0.6'",
+            "input eta = 0.6",
+            "expected (1, 4):",
+            "got      (1, 4):",
+            "largest difference relative to the largest expected value",
+        ],
+    ),
+    "adam_step": (
+        "ldm_np/optim.py",
+        "self.t += 1",
+        'self.t += 1\n        raise ValueError("first line of the message\\nsecond line of the message")',
+        ["first line of the message", "second line of the message"],
+    ),
+}
+
+
+def test_the_grader_explains_each_planted_bug(tmp_path):
+    """A copy with the reference's solutions and one planted bug per exercise: the printout says why each fails."""
+    copy = tmp_path / "planted"
+    exercises.build(copy, REPO, exercise_ids=[])  # every solution kept
+    for ex_id, (path, right, wrong, _) in PLANTED.items():
+        target = copy / path
+        text = target.read_text()
+        assert text.count(right) == 1, (ex_id, right)
+        target.write_text(text.replace(right, wrong))
+    result = run_cli("grade", str(copy), *(f"--exercise={i}" for i in PLANTED))
+    print(result.stdout)  # the printout, for a reader of the test log
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = grade_rows(result.stdout)
+    assert set(rows) == set(PLANTED) and all(" failed " in row for row in rows.values()), result.stdout
+    for ex_id, (*_, expected) in PLANTED.items():
+        for text in expected:
+            assert text in result.stdout, f"{ex_id}: '{text}' not in the grader's output:\n{result.stdout}"
+
+
+def test_explain_names_each_typical_mistake():
+    from ldm_np.exercises.probes import explain
+
+    g = np.random.default_rng(0).standard_normal((4, 3))
+    assert "ok" in explain("dW", g, g.copy())[1]
+    assert "transpose of the expected shape" in explain("dW", g, g.T)[1]
+    assert "a factor of 2" in explain("dW", g, 2 * g)[1]
+    assert "a factor of 2 missing" in explain("dW", g, 0.5 * g)[1]
+    assert "wrong sign" in explain("dW", g, -g)[1]
+    assert "a sum where a mean belongs" in explain("dW", g, 4 * g)[1]
+    assert "a mean where a sum belongs" in explain("dW", g, g / 4)[1]
+    assert "3 times the expected gradient" in explain("dW", g, 3 * g)[1]
+    noisy = g + np.random.default_rng(1).standard_normal(g.shape)
+    assert "hint" not in explain("dW", g, noisy)[1]  # no pattern: no hint
+    square = np.random.default_rng(2).standard_normal((3, 3))
+    assert "transpose of the expected gradient" in explain("dW", square, square.T)[1]
+
+
+def test_the_derive_level_removes_only_the_formula_paragraphs(tmp_path, regions, student):
+    """build --derive: the implement copy minus each Formula: paragraph, replaced by one line; its stubs grade."""
+    from ldm_np.exercises.markers import DERIVE_STUB, formula_paragraph
+
+    derive = tmp_path / "derive"
+    assert exercises.main(["build", str(derive), "--derive"]) == 0
+    derivable = [r for r in regions.values() if formula_paragraph((REPO / r.path).read_text(), r)]
+    assert {r.id for r in derivable} >= {
+        "dense_backward",
+        "kl_divergence_backward",
+        "reparameterize_backward",
+    }
+    for path in sorted({r.path for r in regions.values()}):
+        implement_text, derive_text = (student / path).read_text(), (derive / path).read_text()
+        reference = (REPO / path).read_text().split("\n")
+        removed = []
+        for r in derivable:
+            if r.path == path:
+                first, last = formula_paragraph("\n".join(reference), r)
+                removed.append(reference[first - 1 : last])
+        for lines in removed:
+            block = "\n".join(lines) + "\n"
+            assert block in implement_text and block not in derive_text, (path, lines[0])
+            indent = lines[0][: len(lines[0]) - len(lines[0].lstrip())]
+            implement_text = implement_text.replace(block, indent + DERIVE_STUB + "\n", 1)
+        assert implement_text == derive_text, path
+    assert any(DERIVE_STUB in (derive / r.path).read_text() for r in derivable)
+    rows = exercises.grade(derive)  # every exercise stops on its stub, as in the implement copy
+    assert [row.status for row in rows] == ["not attempted"] * len(EXERCISES), rows
+
+
+def test_build_warns_when_the_copy_would_import_another_ldm_np(student, monkeypatch):
+    from ldm_np.exercises.cli import shadowing_warning
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # as an editable install of the reference would
+    warning = shadowing_warning(student)
+    assert warning and f"import ldm_np from {REPO / 'ldm_np'}" in warning, warning
+    monkeypatch.setenv("PYTHONPATH", str(student))
+    assert shadowing_warning(student) is None
 
 
 def test_grade_refuses_an_unknown_exercise_and_a_folder_without_ldm_np(tmp_path, capsys):

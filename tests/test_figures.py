@@ -165,8 +165,47 @@ def test_forward_noising_uses_the_seed(tmp_path, schedule):
         (lambda s: figures.scatter_2d(np.zeros((5, 3)), POINTS), "real must have 2 features"),
         (lambda s: figures.scatter_2d(POINTS, np.zeros((5,))), "generated must be a non-empty 2-D"),
         (lambda s: figures.guidance_grid({0.0: IMAGES, 1.0: IMAGES[:3]}, (8, 8)), "same shape"),
+        (lambda s: figures.feature_histograms(np.zeros((5, 3)), POINTS), "real must have 2 features"),
+        (lambda s: figures.feature_histograms(None, np.zeros(5)), "generated must be a non-empty 2-D"),
     ],
 )
 def test_wrong_shapes_are_refused(call, match, schedule):
     with pytest.raises(ValueError, match=match):
         call(schedule)
+
+
+def test_scatter_2d_of_samples_alone_has_one_panel(tmp_path):
+    fig = figures.scatter_2d(None, POINTS, path=tmp_path / "s.png")
+    assert len(fig.axes) == 1
+    assert_png(tmp_path / "s.png")
+
+
+def test_feature_histograms_show_at_most_max_features(tmp_path):
+    wide = RNG.standard_normal((50, 40))
+    fig = figures.feature_histograms(wide, wide + 1.0, path=tmp_path / "h.png", max_features=6)
+    assert sum(ax.get_visible() for ax in fig.axes) == 6
+    assert "the first 6 of 40 features" in fig._suptitle.get_text()
+    assert_png(tmp_path / "h.png")
+
+
+def test_projection_uses_the_real_datas_principal_components(tmp_path, monkeypatch):
+    """A sample equal to the data projects to the same points: one coordinate system for both."""
+    from ldm_np.figures import report
+
+    drawn = {}
+    monkeypatch.setattr(report.figures, "scatter_2d", lambda r, g, path: drawn.update(r=r, g=g))
+    X = RNG.standard_normal((30, 5)) * np.array([5.0, 3.0, 1.0, 0.1, 0.1])
+    report.projection_figure(X, X.copy(), tmp_path / "p.png")
+    np.testing.assert_allclose(drawn["r"], drawn["g"])
+    # The first component carries the largest variance: the data's widest axis.
+    assert drawn["r"][:, 0].var() >= drawn["r"][:, 1].var() >= X[:, 2].var() * 0.5
+
+
+@pytest.mark.parametrize(
+    ("width", "shape", "kind"),
+    [(64, [8, 8], "image"), (2, None, "2d"), (3, None, "table"), (5000, None, "table")],
+)
+def test_data_kind_follows_the_shape(width, shape, kind):
+    from ldm_np.figures.report import data_kind
+
+    assert data_kind(width, shape) == kind

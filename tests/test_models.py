@@ -321,7 +321,11 @@ def test_denoiser_output_depends_on_t():
 
 
 def test_output_size_and_recommended_defaults():
-    assert output_size(7) == 7
+    for latent in (1, 7, 32):  # the denoiser predicts a vector of the latent's size, whatever it is
+        den = build_denoiser(latent, 8, 1, 10)
+        assert (
+            output_size(latent) == latent == den(np.zeros((2, latent), np.float32), np.array([0, 9])).shape[1]
+        )
     assert output_size(**recommended_defaults()) == 32
     defaults = recommended_defaults()
     assert defaults == {

@@ -332,3 +332,39 @@ def test_check_helpers_directly():
     with pytest.raises(ValueError, match=r"^t must not be empty"):
         check_timesteps(np.zeros(0, np.int64), "t", batch=None, num_steps=5)
     assert check_timesteps(np.array([0, 4], np.uint8), "t", batch=None, num_steps=5) is not None
+
+
+# --------------------------------------------------------------------------
+# Diffusion checks: schedules, same-shaped arrays with their timesteps, labels
+# --------------------------------------------------------------------------
+
+
+def test_check_schedule_diffusion_arrays_and_labels():
+    from ldm_np.schedules import make_schedule
+    from ldm_np.validation import check_diffusion_arrays, check_labels, check_schedule
+
+    s = make_schedule(10, 0.1, 0.9, "linear")
+    assert check_schedule(s) is s
+    for bad in (None, {"betas": 1}, [s]):
+        with pytest.raises(TypeError, match="schedule must be a noise schedule"):
+            check_schedule(bad)
+    x = np.zeros((3, 2), np.float32)
+    t = np.array([0, 4, 9])
+    assert check_diffusion_arrays(s, t, x0=x, noise=x) is t
+    assert check_diffusion_arrays(s, 9, x0=x) == 9
+    with pytest.raises(ValueError, match="noise must have shape"):
+        check_diffusion_arrays(s, t, x0=x, noise=np.zeros((3, 3), np.float32))
+    with pytest.raises(TypeError, match="noise must have dtype float32"):
+        check_diffusion_arrays(s, t, x0=x, noise=x.astype(np.float64))
+    with pytest.raises(ValueError, match=r"t must lie in 0\.\.9"):
+        check_diffusion_arrays(s, 10, x0=x)
+    with pytest.raises(TypeError, match="schedule"):
+        check_diffusion_arrays(None, t, x0=x)
+    labels = np.array([0, 2])
+    assert check_labels(labels, "labels", high=2, xp=np) is labels
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2, got 0..3"):
+        check_labels(np.array([0, 3]), "labels", high=2, xp=np)
+    with pytest.raises(TypeError, match="labels must be an integer array"):
+        check_labels(np.array([0.0, 1.0]), "labels", high=2, xp=np)
+    with pytest.raises(ValueError, match="non-empty"):
+        check_labels(np.zeros((2, 1), np.int64), "labels", high=2, xp=np)

@@ -148,7 +148,8 @@ for j, ax in enumerate(axes):
     ax.set_title(f"dimension {j}: mu = {m:g}, variance = {var:g}")
     ax.set_xlabel("z")
     ax.set_ylabel("density")
-axes[0].legend(loc="upper left", fontsize=8)
+handles, legend_labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, legend_labels, loc="outside lower center", ncols=3, fontsize=8)  # below, off the data
 fig.suptitle("Reparameterized samples vs the target posterior")
 show(fig, TUTORIAL, "reparameterization_histograms")
 good_var_rel = np.abs(z_good.var(axis=0) / np.exp(log_var[0]) - 1)
@@ -228,9 +229,14 @@ show(fig, TUTORIAL, "kl_monte_carlo")
 #
 # With `beta = 1` this is exactly `-ELBO` up to the constant
 # `(64 / 2) log(2 pi recon_std^2)` that the Gaussian's normaliser adds. Both
-# terms are *sums* over dimensions, so they are in the same units and the
-# balance between them does not depend on how many pixels or latents there
-# are. (`mse_forward` averages over every entry; `vae_step` rescales it.)
+# terms are *sums* over dimensions, so they are in the same units (nats) and
+# `beta = 1` is the exact ELBO, whatever the sizes. The balance between them
+# does depend on the sizes: the reconstruction term grows with the number of
+# pixels (64 here) and the KL with the number of latents, so the same
+# `recon_std` gives the KL relatively less weight on a larger image. That is
+# why `recon_std` (or `beta`) is tuned per data set, and why a loss that
+# *averages* over pixels, as `mse_forward` does, silently changes `beta`
+# (`vae_step` rescales it back to a sum).
 #
 # The pipeline standardises the data first (subtract each pixel's mean,
 # divide by one global standard deviation), so `recon_std = 0.1` means 0.1
@@ -479,3 +485,36 @@ assert class_share > 0.3, class_share
 assert spread_to_noise["beta = 1"] > 3, spread_to_noise
 assert spread_to_noise[f"beta = {BIG_BETA:g}"] < 0.5, spread_to_noise
 print("All checks passed.")
+
+# %% [markdown]
+# ## Where did the NaN come from?
+#
+# A learning rate far too large makes the weights overflow within a few
+# steps; the loss turns NaN and training stops with `TrainingDiverged`, which
+# names the step but not the layer. `with ldm_np.detect_anomaly():` checks
+# every layer's output, forward and backward, and stops at the first
+# non-finite one, naming the module, the layer, the pass and the step (off
+# by default and free when off; on, it reads every array, so it is slow).
+
+# %%
+from ldm_np.anomaly import AnomalyError
+from ldm_np.training import TrainingDiverged
+
+tiny = {"input_size": 64, "latent_size": 8, "hidden_size": 64, "vae_steps": 40, "warmup_steps": 0}
+with np.errstate(over="ignore", invalid="ignore"):  # the overflow is the point here
+    try:
+        LatentDiffusion(vae_lr=1e3, **tiny).fit_vae(X, progress=False, log_every=5)
+    except TrainingDiverged as exc:
+        print("without the detector:", exc)
+    with ldm_np.detect_anomaly():
+        try:
+            LatentDiffusion(vae_lr=1e3, **tiny).fit_vae(X, progress=False, log_every=5)
+        except AnomalyError as exc:
+            anomaly_message = str(exc)
+            print("with the detector:   ", anomaly_message)
+# The fix: a learning rate the data can take. The same run with 1e-3 stays finite.
+fixed = LatentDiffusion(vae_lr=1e-3, **tiny)
+with ldm_np.detect_anomaly():
+    fixed.fit_vae(X, progress=False, log_every=5)
+print(f"vae_lr = 1e-3: finite all the way, last logged loss {fixed.vae_state.history[-1][1]:.4g}")
+assert "dec_output" in anomaly_message and "training step" in anomaly_message

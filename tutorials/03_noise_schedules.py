@@ -48,14 +48,21 @@ rng = np.random.default_rng(0)
 # One step of the forward process shrinks the sample a little and adds a
 # little fresh noise, with a variance `beta_t` set by the schedule:
 #
-#     x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps_t,     eps_t ~ N(0, I),   t = 0, ..., T-1
+#     x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) eps_t,     eps_t ~ N(0, I),   t = 1, ..., T
 #
-# (ldm_np counts steps from 0, so `x_{-1}` is the clean data and `x_0`
-# already has a trace of noise, `beta_0 = 1e-4`.) Gaussians compose, so any
+# with `x_0` the clean data and `x_T` (almost) pure noise, as in Ho et al.
+# (2020); every tutorial keeps this notation. Gaussians compose, so any
 # step can be reached in one jump. With `alpha_t = 1 - beta_t` and
-# `alpha_bar_t = alpha_0 alpha_1 ... alpha_t` (`alphas_cumprod`):
+# `alpha_bar_t = alpha_1 alpha_2 ... alpha_t` (`alphas_cumprod`):
 #
 #     x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,      eps ~ N(0, I)
+#
+# **Indices in the code.** NumPy arrays count from 0, so the library's
+# timestep argument `t = 0, ..., T-1` and the arrays `schedule["betas"][t]`,
+# `schedule["alphas_cumprod"][t]` belong to the math's step `t + 1`: code
+# timestep 0 is the first noisy state `x_1` (`beta_1 = 1e-4`), code timestep
+# `T - 1 = 999` is `x_T`, where sampling starts. Printed tables and code use
+# the array index (`ab[999]`); the formulas use the math's steps.
 #
 # This is `q_sample(schedule, x0, t, noise)`, for `x0` and `noise` of shape
 # `[batch, features]` and `t` an int or `[batch]` ints. Section 6 checks that
@@ -149,9 +156,9 @@ for name, s in schedules.items():
 #
 # ## 3. The terminal-SNR trap
 #
-# Sampling starts from pure noise, `x_{T-1} ~ N(0, I)`. But during training,
-# the model only ever saw `x_{T-1} = sqrt(alpha_bar_{T-1}) x_0 + ...`. If
-# `sqrt(alpha_bar_{T-1})`, the amplitude of signal left at the last step, is
+# Sampling starts from pure noise, `x_T ~ N(0, I)`. But during training,
+# the model only ever saw `x_T = sqrt(alpha_bar_T) x_0 + ...`. If
+# `sqrt(alpha_bar_T)`, the amplitude of signal left at the last step, is
 # not close to 0, the first sampling step feeds the model an input unlike any
 # it trained on, and it learns to rely on low-frequency information that
 # pure noise does not contain (Lin et al., 2023, "Common Diffusion Noise
@@ -184,12 +191,14 @@ for name, msgs in warned.items():
         print(f"\nwarning for {name}:\n  {msg}")
 
 # %% [markdown]
-# What does "6.8% of the signal left" look like? Below, the clean digits,
-# then the last training input `x_{T-1}` of each schedule for the same five
+# What does a signal amplitude of 0.068 look like (Stable Diffusion's
+# schedule: 6.8% of the signal's amplitude, `alpha_bar_T = 0.0047` of its
+# variance)? Below, the clean digits,
+# then the last training input `x_T` of each schedule for the same five
 # digits and the same noise, and in the last row the noise alone, which is
 # what sampling starts from. (Look for the 0 in the short schedule's row.)
 # Then a blunt test: can a classifier still tell which digit is hidden in
-# `x_{T-1}`? We use the simplest one, the nearest class mean
+# `x_T`? We use the simplest one, the nearest class mean
 # (`sqrt(alpha_bar) * mean image of each class`), on all 1,797 digits.
 # Chance is 10%.
 
@@ -199,7 +208,7 @@ eps_five = np.random.default_rng(1).standard_normal(five.shape)
 rows, row_labels = [five], ["clean digits x_0\n(for reference)"]
 for name in ("linear (DDPM)", "scaled_linear (Stable Diffusion)", "cosine", "linear, T = 100 (same betas)"):
     s = schedules[name]
-    rows.append(q_sample(s, five, s["num_steps"] - 1, eps_five))  # [5, 64]: x_{T-1}
+    rows.append(q_sample(s, five, s["num_steps"] - 1, eps_five))  # [5, 64]: x_T (code timestep T - 1)
     row_labels.append(
         f"{name.split(' (')[0].split(',')[0]}{', T = 100' if 'T = 100' in name else ''}\n"
         f"sqrt(ab) = {terminal[name]:.3f}"
@@ -211,7 +220,7 @@ fig = figures.image_grid(
     nrows=len(rows),
     row_labels=row_labels,
     value_range=(-1.5, 1.5),
-    title=r"The last training input $x_{T-1}$, per schedule (same digits, same noise)",
+    title=r"The last training input $x_T$, per schedule (same digits, same noise)",
 )
 show(fig, TUTORIAL, "terminal_inputs")
 
@@ -224,16 +233,16 @@ for name, s in schedules.items():
     scaled = np.sqrt(s["alphas_cumprod"][last]) * centroids  # [10, 64]: the class means at that step
     d2 = ((x_last[:, None, :] - scaled[None, :, :]) ** 2).sum(axis=2)  # [1797, 10]
     accuracy[name] = float((d2.argmin(axis=1) == labels).mean())
-    print(f"{name:<34} digit recognised from x_(T-1): {accuracy[name]:6.1%}")
+    print(f"{name:<34} digit recognised from x_T: {accuracy[name]:6.1%}")
 
 # %% [markdown]
-# With the DDPM and cosine schedules, `x_{T-1}` is noise as far as this
+# With the DDPM and cosine schedules, `x_T` is noise as far as this
 # classifier can tell. With 100 steps of the same betas, 60% of the digit's
 # amplitude is left and the classifier names it about two times in three: a
 # model trained on such inputs never learns to start from nothing, and
 # sampling from `N(0, I)` goes wrong. Stable Diffusion's schedule sits in
 # between, measurably above chance; it is a known flaw of that schedule
-# (its 6.8% of signal carries the image's mean brightness, which is why such
+# (its 6.8% of the signal's amplitude carries the image's mean brightness, which is why such
 # models struggle to make very dark or very bright images). diffusers offers
 # `rescale_betas_zero_snr=True` to fix it; ldm_np has no such option (see
 # `docs/conventions.md`).
@@ -305,7 +314,7 @@ print(
 CHAINS = pick(2000, 200)
 x0 = x0_all[0]  # [64]: one digit
 chain_rng = np.random.default_rng(3)
-x = np.tile(x0, (CHAINS, 1))  # [C, 64]: x_{-1}, the clean digit in every chain
+x = np.tile(x0, (CHAINS, 1))  # [C, 64]: x_0, the clean digit in every chain
 coef, var = np.empty(T), np.empty(T)
 sqrt_alphas, sqrt_betas = np.sqrt(schedule["alphas"]), np.sqrt(schedule["betas"])
 for t in range(T):

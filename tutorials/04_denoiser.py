@@ -77,8 +77,8 @@ schedule = make_schedule(T, 1e-4, 0.02, "linear")  # float32, as the models
 # choices of `s`:
 #
 # - `"index"`: `s = t`, an integer in 0..999 (DDPM, and ldm_np's default);
-# - `"fraction"`: `s = t / T`, in [0, 1) (the form of the design ldm_np
-#   started from).
+# - `"fraction"`: `s = t / T`, in [0, 1) (the form of Edifice's
+#   LatentDiffusion, the design ldm_np started from).
 #
 # With `s < 1`, only a channel whose frequency is near 1 or above turns
 # noticeably; a channel with `w_i = 0.01` moves by at most 0.01 radians over
@@ -322,7 +322,10 @@ print("epsilon -> v -> epsilon round trip, largest error:", f"{np.abs(round_trip
 # weighting of the timesteps: epsilon prediction puts enormous weight on the
 # nearly clean steps (SNR ~ 1e4 at t = 0) and almost none on the noisy ones;
 # x0 prediction weights all steps alike in x0 terms, so it barely cares about
-# the last details; v sits in between and never weights a step below 1.
+# the last details. v does not sit in between: its weight `SNR_t + 1` is the
+# sum of the other two, above both at every step. Near the clean end it
+# behaves like epsilon; what it adds is a floor of 1 on the noisy steps,
+# where epsilon's weight falls towards 0.
 # Min-SNR-gamma weighting (Hang et al., 2023) caps the weight at gamma for
 # every type. We measure these ratios with `convert_prediction` on the real
 # 1,000-step schedule.
@@ -379,7 +382,9 @@ print(
 # 3e-3) with warm-up and cosine decay, gradient clipping at 1, an EMA of the
 # weights (decay 0.995) used for sampling. The loop is what
 # `LatentDiffusion.fit_denoiser` runs, written out: one `denoiser_step` per
-# batch, its randomness seeded by the step number.
+# batch, its randomness seeded by the step number. To look at samples we use
+# the DDIM sampler (deterministic, 50 steps) as a black box here: tutorial 5
+# derives it and the DDPM sampler step by step.
 
 # %%
 STEPS = pick(1200, 40)
@@ -494,10 +499,11 @@ for pt in PREDICTION_TYPES:
     print(f"{pt:<24}" + "".join(f"{v:15.4f}" for v in x0_err[pt]))
 
 # %% [markdown]
-# The epsilon model's samples follow the moons closely. The x0 ("sample")
-# model squeezes its samples onto thin arcs along the moons' outer edges and
-# misses their inner tips. The table says why: at `t < 10` its x0 error is
-# about five times the others'. Those last steps decide where each point
+# In a full run (1,200 steps per model; fast mode trains 40, too few for
+# any of this, and its samples are blobs) the epsilon model's samples follow
+# the moons closely. The x0 ("sample") model squeezes its samples onto thin
+# arcs along the moons' outer edges and misses their inner tips. The table
+# says why: at `t < 10` its x0 error is several times the others'. Those last steps decide where each point
 # finally lands, and there its loss barely penalises errors (weight 1,
 # against an SNR of 10^2 to 10^4 for the other two types, section 4). The v
 # model is sharp where the epsilon one is but, at this budget, leaves more
@@ -508,8 +514,11 @@ for pt in PREDICTION_TYPES:
 # `a_t` (0.006 at the last step) and amplifies every error. Sampling does not
 # suffer from it here, because the DDIM update multiplies that estimate by
 # `sqrt(alpha_bar_prev)`, which is almost as small. It does matter for a
-# schedule with zero terminal SNR, where `a_{T-1} = 0` and epsilon prediction
-# is undefined: the usual reason given for v.
+# schedule with zero terminal SNR, where `a_T = 0` at the last step: there
+# `x_T = eps` exactly, so an epsilon prediction can be perfect and still say
+# nothing about x0, and recovering x0 from it, `(x_t - s_t eps_hat) / a_t`,
+# divides by zero. The v form recovers it without a division,
+# `x0 = a_t x_t - s_t v_hat`: the usual reason given for v.
 #
 # ## 6. "index" vs "fraction": a measured comparison
 #
@@ -552,10 +561,12 @@ if len(SEEDS) > 1:
     print(f"for scale: the eval loss moves by up to {seed_spread:.4f} between seeds of the same setting")
 
 # %% [markdown]
-# On this problem, at this budget, the two time inputs end up with the same
-# held-out loss to within about 0.001 (under 0.5%), less than the loss moves
-# between two seeds of the *same* setting, and they sample equally well; no
-# band of `t` shows a difference that repeats across seeds. The embedding
+# In a full run (two seeds each, 1,200 steps), the two time inputs end up
+# with the same held-out loss to within about 0.001 (under 0.5%), less than
+# the loss moves between two seeds of the *same* setting, and they sample
+# equally well; no band of `t` shows a difference that repeats across seeds.
+# (Fast mode's one seed of 40 steps cannot separate them: the numbers above
+# then differ by chance.) The embedding
 # analysis of section 1 is real, but a learned first layer (`time_mlp_1`) can
 # decode `t` from the few channels that vary, and a 2-D problem asks little
 # of it. Whether the difference matters for a harder problem (the digits'

@@ -65,6 +65,12 @@ print("fast mode" if FAST else "normal mode")
 #
 #     x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps,     eps ~ N(0, I)
 #
+# Indices as in tutorial 3: `t` here is the code's timestep, so `ab_t =
+# alphas_cumprod[t]` is the math's `alpha_bar_{t+1}`. The sampler starts
+# from pure noise `x_T` at code timestep `T - 1 = 999`, and its last step,
+# from code timestep 0, returns `x_0`, the sample (`t_prev = -1` in the
+# traces below).
+#
 # The data: 64 points of the two moons in 2-D, `X: [64, 2]`, float32.
 #
 # For a *finite* data set the best possible denoiser has a closed form.
@@ -433,7 +439,8 @@ show(fig, TUTORIAL, "memorisation")
 # is a deterministic map from noise to data; with `eta = 1` on consecutive
 # steps it is exactly DDPM (`docs/conventions.md`, section 7). A picture of the
 # deterministic map: colour each starting point `x_T` of a grid by the
-# training point it ends on (colours as in the left panel). With `eta = 0`
+# training point it ends on (colours as in the left panel, a qualitative
+# palette so that neighbouring basins differ). With `eta = 0`
 # noise space splits into clean *basins*, one per training point: wedges,
 # because mostly the direction of `x_T` decides. With `eta = 1` the fresh
 # noise of every step scrambles them.
@@ -469,13 +476,19 @@ print(f"eta = 1, two seeds, same x_T: same training point for {same_land:.1%} of
 print(f"eta = 1 vs eta = 0, same x_T: same training point for {same_land_det:.1%} of the starts")
 
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), layout="constrained")
-colour = X[:, 0] + 0.6 * X[:, 1]  # a smooth colour along the moons
-axes[0].scatter(X[:, 0], X[:, 1], c=colour, cmap="viridis", s=25)
+# A qualitative palette: neighbouring training points (in order along the moons) get different
+# colours, so neighbouring basins differ; the 20 colours repeat only far apart.
+rank = np.empty(len(X), dtype=np.int64)
+rank[np.argsort(X[:, 0] + 0.6 * X[:, 1])] = np.arange(len(X))
+colour = rank % 20  # [n] a category per training point
+palette = {"cmap": "tab20", "vmin": -0.5, "vmax": 19.5}
+axes[0].scatter(X[:, 0], X[:, 1], c=colour, s=25, **palette)
 axes[0].set_title("training points, coloured")
 for ax, label in zip(axes[1:], ("eta=0", "eta=1")):
     ax.imshow(
-        colour[landing_point(end[label])].reshape(g, g), origin="lower", extent=(-3, 3, -3, 3), cmap="viridis"
-    )
+        colour[landing_point(end[label])].reshape(g, g), origin="lower", extent=(-3, 3, -3, 3),
+        interpolation="nearest", **palette,
+    )  # fmt: skip
     ax.set_title(f"{label}: x_T coloured by where it lands")
     ax.set_xlabel("x_T[0]")
 for ax in axes:
@@ -587,7 +600,8 @@ assert np.isclose(float(last0.alpha_cumprod_prev), float(ab[0]))
 assert np.median(final_dist["ab[0]"]) > 1e-3 and np.median(final_dist["1.0"]) == 0.0
 # ... and that offset is exactly sqrt(1 - ab[0]) eps_hat (eps_hat = the model's output, eta = 0).
 a0 = np.float64(ab[0])
-assert np.allclose(xs0, np.sqrt(a0) * last0.x0_hat + np.sqrt(1 - a0) * last0.model_output, atol=1e-5)
+s0 = np.float64(schedule["sqrt_one_minus_alphas_cumprod"][0])  # sqrt(1 - ab[0]), accurate (not 1 - a float32)
+assert np.allclose(xs0, np.sqrt(a0) * last0.x0_hat + s0 * last0.model_output, atol=1e-5)
 # Section 6: the exact denoiser's samples land on training points.
 assert np.median(memo["DDPM, 1000 steps"]) < 1e-3 and np.mean(memo["DDPM, 1000 steps"] < 1e-3) > 0.8
 assert np.median(memo["DDIM, 50 steps"]) < 1e-3

@@ -98,7 +98,11 @@ print(
 #
 # `w = 0` is the unconditional model, `w = 1` the conditional one, and
 # `w > 1` extrapolates past the conditional prediction, away from what the
-# model expects without the label. (The same formula applied to `x0_hat` or
+# model expects without the label. Mind the convention when reading papers:
+# Ho & Salimans write `eps = (1 + w') eps_c - w' eps_u`, which is the same
+# formula with `w = 1 + w'`; their `w' = 0` (plain conditional) is our
+# `w = 1`, and their `w' = 1` our `w = 2`. ldm_np, the original LDM code and
+# diffusers use `w` as here. (The same formula applied to `x0_hat` or
 # `v` gives the same sample, because each conversion is affine in the output
 # with the same coefficients for both halves.)
 #
@@ -170,9 +174,10 @@ for t, ge, gx in list(zip(t_grid, gap_eps, gap_x0))[:: max(1, len(t_grid) // 5)]
 # ## 3. Same seeds, growing w
 #
 # One row per requested digit, one column per guidance scale; the seed (so
-# `z_T`) is the same in every column. Watch each row: at `w = 0` the sample
-# ignores the request; at `w = 1` it mostly follows it; at larger `w` the
-# digits get bolder and more prototypical.
+# `z_T`) is the same in every column. Watch each row (after a full run; fast
+# mode's model is barely trained): at `w = 0` the sample ignores the request;
+# at `w = 1` it mostly follows it; at larger `w` the digits get bolder and
+# more prototypical.
 
 # %%
 SCALES_GRID = (0.0, 1.0, 3.0, 7.0)
@@ -251,7 +256,11 @@ ax_l.plot(ws, [r["accuracy"] for r in rows], "o-", color="tab:green", label="as 
 ax_l.plot(ws, [r["spread"] for r in rows], "s-", color="tab:purple", label="within-class spread (real = 1)")
 ax_l.axhline(1.0, color="0.6", ls=":", lw=1)
 ax_l.set_xlabel("guidance scale w")
-ax_l.set_title("Fidelity up, diversity down")
+acc_rises = rows[-1]["accuracy"] > rows[0]["accuracy"] + 0.1
+spread_falls = rows[-1]["spread"] < rows[0]["spread"]
+ax_l.set_title(  # the title states what this run measured, trained long enough or not
+    f"As requested {'up' if acc_rises else 'flat'}, within-class spread {'down' if spread_falls else 'not down'}"
+)
 ax_l.legend()
 ax_r.plot(ws, [r["fd"] / fd_floor for r in rows], "o-", color="tab:orange")
 ax_r.axhline(1.0, color="0.6", ls=":", lw=1, label="floor (real vs real)")
@@ -262,7 +271,9 @@ ax_r.legend()
 show(fig, TUTORIAL, "tradeoff")
 
 # %% [markdown]
-# The pattern is the classic one. Guidance makes samples recognisable: the
+# In a full run the pattern is the classic one (in fast mode the model has
+# trained for a few dozen steps and the numbers above may show none of it;
+# the figure's title says what this run measured). Guidance makes samples recognisable: the
 # "as requested" share climbs from about 10% at `w = 0` (the label is
 # ignored, so only chance matches) to nearly all by `w = 1` or 2. The
 # distribution as a whole is closest to the data at `w = 1`, the plain
@@ -275,8 +286,10 @@ show(fig, TUTORIAL, "tradeoff")
 # Why is `w = 0` worse than `w = 1` here, when both are "the model"? The
 # unconditional prediction was trained on only `p_uncond = 10%` of the
 # training steps, the conditional one on 90%: with this small training
-# budget the unconditional branch is simply less well trained (tutorial 6's
-# unconditional model, trained on 100%, scores better).
+# budget the unconditional branch is less well trained. (That is the likely
+# reason, not one this tutorial measures: comparing with an unconditional
+# model trained on 100% of the steps, as in tutorial 6, at the same budget
+# and on the same classifier would test it.)
 #
 # ## 5. Guidance through the decoder: inpainting
 #
@@ -296,7 +309,12 @@ show(fig, TUTORIAL, "tradeoff")
 # with the step length chosen per sample from the curvature of `L` along the
 # gradient (`guidance_strength = 1` is the minimum of the linearised loss).
 # This is the reconstruction guidance of Ho et al. (2022, "Video Diffusion
-# Models"); only the decoder is differentiated, never the denoiser.
+# Models", eq. 8) with one approximation: their gradient is taken with
+# respect to `z_t` and passes through the denoiser, and ldm_np approximates
+# the denoiser's Jacobian `d x0_hat / d z_t` by `I / a_t` (eps_hat held
+# fixed), so the `a_t` cancel and only the decoder is differentiated, never
+# the denoiser. Chung et al. (2023, "Diffusion Posterior Sampling") keep that
+# Jacobian, at the cost of a backward pass through the denoiser at every step.
 #
 # First the loss itself, on the VAE's own latents of some digits: it is
 # small for the right latents and large for random ones.
@@ -354,9 +372,11 @@ show(
 )
 
 # %% [markdown]
-# Guided completions keep the known half (the first RMSE drops several-fold)
-# and, because the top half of a digit says a lot about the bottom half,
-# usually complete the right digit. Unguided samples are just samples: any
+# In a full run, guided completions keep the known half (the first RMSE
+# printed above drops several-fold) and, because the top half of a digit says
+# a lot about the bottom half, usually complete the right digit (the share
+# printed as "read as the original digit"; fast mode's barely trained model
+# may show little of this). Unguided samples are just samples: any
 # digit, unrelated to the known pixels.
 #
 # Under the hood, `model.inpaint` wraps the sampler's model callable with

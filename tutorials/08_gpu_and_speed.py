@@ -148,17 +148,22 @@ print(
 #
 # Half the speed of a float32 model is lost the moment one array becomes
 # float64, and NumPy 2's promotion rules make that easy: a *NumPy* float64
-# scalar is not "weak" like a Python float.
+# scalar is not "weak" like a Python float. NumPy 1.x (still common on lab
+# machines) had the opposite trap: a float32 *scalar*, such as
+# `schedule[...][t]` for an int t, times a Python float gave float64.
 
 # %%
 a = np.ones(3, dtype=np.float32)
+NUMPY2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 schedule = make_schedule(1000, dtype="float32")
 print(f"float32 array * Python float         -> {(a * 0.5).dtype}")
-print(f"float32 array * np.float64 scalar     -> {(a * np.float64(0.5)).dtype}   (silent upcast)")
+scalar_note = "silent upcast" if NUMPY2 else f"NumPy {np.__version__}: value-based, NumPy 2 upcasts"
+print(f"float32 array * np.float64 scalar     -> {(a * np.float64(0.5)).dtype}   ({scalar_note})")
 print(
     f"float32 array * schedule[...][t]      -> {(a * schedule['alphas_cumprod'][10]).dtype}   (schedule kept in float32)"
 )
 print(f"float32 array * int64 mask            -> {(a * np.array([1, 0, 1])).dtype}   (silent upcast)")
+print(f"float32 scalar * Python float        -> {(np.float32(2) * 0.5).dtype}   (float64 under NumPy 1.x)")
 print(f"float32 array * mask.astype(float32)  -> {(a * np.array([1, 0, 1]).astype(np.float32)).dtype}")
 
 # %% [markdown]
@@ -562,7 +567,11 @@ if not HAVE_GPU:
     assert gpu_error is not None and "CuPy" in gpu_error  # a clear message, not an ImportError
 
 # float32 stays float32: the promotion traps are real, the library's arrays avoid them.
-assert (a * np.float64(0.5)).dtype == np.float64 and (a * 0.5).dtype == np.float32
+if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+    assert (a * np.float64(0.5)).dtype == np.float64 and (a * 0.5).dtype == np.float32
+else:  # NumPy 1.x casts by value next to an array, by type between scalars
+    assert (a * np.float64(0.5)).dtype == np.float32 and (np.float32(2) * 0.5).dtype == np.float64
+assert (a * np.array([1, 0, 1])).dtype == np.float64  # an int64 array upcasts under NumPy 1 and 2
 assert all(v.dtype == np.float32 for k, v in schedule.items() if hasattr(v, "dtype"))
 den32 = Denoiser(LATENT, 64, 2, 1000, seed=0)
 opt32, ema32 = Adam(lr=1e-3), EMA(den32.params, 0.999)

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from ..backend import to_numpy
 
 __all__ = [
+    "feature_histograms",
     "forward_noising",
     "guidance_grid",
     "image_grid",
@@ -764,24 +765,67 @@ def latent_scatter(z: Any, labels: Any = None, path: Any = None, *, title: str =
 def scatter_2d(real: Any, generated: Any, path: Any = None) -> Figure:
     """A 2-D toy data set beside samples from a model, on the same axes.
 
-    real : [n, 2];  generated : [m, 2]. The right panel repeats the real
-    points in light grey behind the samples, so misplaced mass stands out.
+    real : [n, 2] or None (samples alone, one panel);  generated : [m, 2].
+    The right panel repeats the real points in light grey behind the
+    samples, so misplaced mass stands out.
     """
-    r = _as_rows(real, "real", width=2)
     g = _as_rows(generated, "generated", width=2)
-    fig, (ax_r, ax_g) = plt.subplots(1, 2, figsize=(9.0, 4.3), layout="constrained", sharex=True, sharey=True)
-    size_r = max(1.0, min(12.0, 3000 / len(r)))
     size_g = max(1.0, min(12.0, 3000 / len(g)))
-    ax_r.scatter(r[:, 0], r[:, 1], s=size_r, color=REAL_COLOR, alpha=0.6, linewidths=0, label="real")
-    ax_g.scatter(r[:, 0], r[:, 1], s=size_r, color="0.8", linewidths=0, label="real (for reference)")
+    if real is None:
+        fig, ax_g = plt.subplots(figsize=(5.0, 4.3), layout="constrained")
+        axes = (ax_g,)
+    else:
+        r = _as_rows(real, "real", width=2)
+        fig, (ax_r, ax_g) = plt.subplots(
+            1, 2, figsize=(9.0, 4.3), layout="constrained", sharex=True, sharey=True
+        )
+        axes = (ax_r, ax_g)
+        size_r = max(1.0, min(12.0, 3000 / len(r)))
+        ax_r.scatter(r[:, 0], r[:, 1], s=size_r, color=REAL_COLOR, alpha=0.6, linewidths=0, label="real")
+        ax_g.scatter(r[:, 0], r[:, 1], s=size_r, color="0.8", linewidths=0, label="real (for reference)")
+        ax_r.set_title(f"Real data (n = {len(r)})", color=REAL_COLOR, fontweight="bold")
     ax_g.scatter(
         g[:, 0], g[:, 1], s=size_g, color=GENERATED_COLOR, alpha=0.6, linewidths=0, label="generated"
     )
-    ax_r.set_title(f"Real data (n = {len(r)})", color=REAL_COLOR, fontweight="bold")
     ax_g.set_title(f"Generated (n = {len(g)})", color=GENERATED_COLOR, fontweight="bold")
-    for ax in (ax_r, ax_g):
+    for ax in axes:
         ax.set_aspect("equal", adjustable="box")
         ax.set_xlabel("$x_1$")
         ax.legend(loc="upper right", markerscale=2.0)
-    ax_r.set_ylabel("$x_2$")
+    axes[0].set_ylabel("$x_2$")
+    return _finish(fig, path)
+
+
+@_styled
+def feature_histograms(real: Any, generated: Any, path: Any = None, *, max_features: int = 16) -> Figure:
+    """Per-feature histograms of the data and of samples, for data that are neither images nor 2-D.
+
+    real : [n, d] or None;  generated : [m, d]. Shows the first
+    ``max_features`` features (of d), one panel each, real and generated
+    on the same bins: a marginal that the model misses shows at a glance.
+    """
+    g = _as_rows(generated, "generated")
+    d = g.shape[1]
+    r = None if real is None else _as_rows(real, "real", width=d)
+    k = min(d, max(1, int(max_features)))
+    cols = min(k, 4)
+    rows = -(-k // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.6 * cols, 2.0 * rows), layout="constrained", squeeze=False
+    )
+    for j, ax in enumerate(axes.flat):
+        if j >= k:
+            ax.set_visible(False)
+            continue
+        both = g[:, j] if r is None else np.concatenate([r[:, j], g[:, j]])
+        lo, hi = float(both.min()), float(both.max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+        if r is not None:
+            ax.hist(r[:, j], bins=bins, density=True, color=REAL_COLOR, alpha=0.5, label="real")
+        ax.hist(g[:, j], bins=bins, density=True, color=GENERATED_COLOR, alpha=0.5, label="generated")
+        ax.set_title(f"feature {j + 1}")
+        ax.set_yticks([])
+    axes.flat[0].legend(loc="upper right")
+    shown = f"the first {k} of {d} features" if k < d else f"all {d} features"
+    fig.suptitle(f"Per-feature histograms ({shown})")
     return _finish(fig, path)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import plots as figures
 from ..backend import to_numpy
 from ..schedules import make_schedule
+from . import plots as figures
 
 # Where along the schedule the forward-noising figure looks, as fractions of T - 1.
 FORWARD_FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 1.0)
@@ -24,6 +25,27 @@ CLASS_GRID_GUIDANCE = 2.0
 CLASS_GRID_COLUMNS = 10
 
 
+def data_kind(num_features: int, image_shape: Any) -> str:
+    """How a run's data are drawn: "image" (a grid of pictures), "2d" (a scatter), or "table" (anything else)."""
+    if image_shape:
+        return "image"
+    return "2d" if num_features == 2 else "table"
+
+
+def samples_figure(
+    x: np.ndarray, image_shape: Any, path: str | Path, *, real: np.ndarray | None = None, title: str = ""
+) -> Path:
+    """Samples x [n, features] drawn as their shape allows: an image grid, a 2-D scatter, or histograms."""
+    kind = data_kind(x.shape[1], image_shape)
+    if kind == "image":
+        figures.image_grid(x[:64], shape=tuple(image_shape), title=title or None, path=path)
+    elif kind == "2d":
+        figures.scatter_2d(real, x, path=path)
+    else:
+        figures.feature_histograms(real, x, path=path)
+    return Path(path)
+
+
 def write_figures(
     model: Any,
     X: np.ndarray,
@@ -33,74 +55,136 @@ def write_figures(
     *,
     seed: int = 0,
     holdout: np.ndarray | None = None,
+    note: Callable[[str], Any] = print,
 ) -> list[Path]:
-    """Write the run's figures to ``out``; returns their paths.
+    """Write the run's figures to ``out``, those that suit the data's shape; returns their paths.
 
-    Image data also get, for a class-conditional model, class_grid.png and
-    guidance.png, and, given ``holdout`` rows (not trained on), inpainting.png.
+    Every run gets loss_curves.png and schedule.png, and latent_space.png
+    (the latents, or their first two principal components). Then by shape:
+
+    - images: samples.png (real beside generated), reconstructions.png,
+      forward_noising.png, reverse_process.png/.gif; for a class-conditional
+      model class_grid.png and guidance.png; given ``holdout`` rows (not
+      trained on), inpainting.png;
+    - 2-D points: samples.png, a scatter of real and generated;
+    - anything else: samples.png, per-feature histograms of real and
+      generated, and projection.png, both projected on the data's first
+      two principal components.
+
+    What is skipped is said in one line through ``note``. A figure that
+    fails is a warning, never an error: the model is trained and saved.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+    kind = data_kind(X.shape[1], image_shape)
+
+    def attempt(name: str, draw: Callable[[Path], Any]) -> None:
+        path = out / name
+        try:
+            draw(path)
+        except Exception as exc:  # a figure never fails the run
+            warnings.warn(f"{name} not written: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=3)
+        else:
+            paths.append(path)
+
     rng = np.random.default_rng(seed)
     samples, _, traces = model.sample(64, seed=seed, return_latents=True, return_trajectory=True)
     samples = to_numpy(samples)
     real = X[rng.choice(X.shape[0], size=min(64, X.shape[0]), replace=False)]
 
-    paths.append(out / "loss_curves.png")
-    figures.loss_curves(
-        {"stage 1: VAE": model.vae_state.history, "stage 2: denoiser": model.denoiser_state.history},
-        path=paths[-1],
-    )
+    histories = {"stage 1: VAE": model.vae_state.history, "stage 2: denoiser": model.denoiser_state.history}
+    if any(histories.values()):
+        attempt(
+            "loss_curves.png",
+            lambda p: figures.loss_curves({k: v for k, v in histories.items() if v}, path=p),
+        )
+    else:
+        note("loss_curves.png skipped: no losses were logged")
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # short schedules warn about terminal SNR; here they are only drawn
-        schedules = {
-            kind: make_schedule(model.config.num_steps, kind=kind)
-            for kind in ("linear", "scaled_linear", "cosine")
-        }
-    paths.append(out / "schedule.png")
-    figures.schedule_plot(schedules, path=paths[-1])
+    def schedule_figure(path: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter(
+                "ignore"
+            )  # short schedules warn about terminal SNR; here they are only drawn
+            schedules = {
+                k: make_schedule(model.config.num_steps, kind=k)
+                for k in ("linear", "scaled_linear", "cosine")
+            }
+        figures.schedule_plot(schedules, path=path)
 
-    z = to_numpy(model.encode(X))
-    paths.append(out / "latent_space.png")
-    figures.latent_scatter(z, labels, path=paths[-1])
+    attempt("schedule.png", schedule_figure)
 
-    if image_shape is None:
-        paths.append(out / "samples.png")
-        figures.scatter_2d(X, samples, path=paths[-1])
+    # Labels colour the latents when they are classes (or values) one per row.
+    point_labels = labels if labels is not None and np.ndim(labels) == 1 else None
+    if model.config.latent_size >= 2:
+        attempt(
+            "latent_space.png",
+            lambda p: figures.latent_scatter(to_numpy(model.encode(X)), point_labels, path=p),
+        )
+    else:
+        note("latent_space.png skipped: a 1-dimensional latent space has no 2-D picture")
+
+    if kind == "2d":
+        attempt("samples.png", lambda p: figures.scatter_2d(X, samples, path=p))
+        return paths
+    if kind == "table":
+        many = to_numpy(model.sample(min(1000, max(64, X.shape[0])), seed=seed))
+        attempt("samples.png", lambda p: figures.feature_histograms(X, many, path=p))
+        attempt("projection.png", lambda p: projection_figure(X, many, p))
+        note(
+            f"image figures skipped: {X.shape[1]} features are neither an image nor 2-D points "
+            "(samples.png shows per-feature histograms, projection.png a 2-D projection)"
+        )
         return paths
 
     shape = tuple(image_shape)
     decode = lambda zz: to_numpy(model.decode(zz))  # noqa: E731
-    paths.append(out / "samples.png")
-    figures.real_vs_generated(real, samples, shape, path=paths[-1])
-
-    x_hat = decode(model.encode(real[:16]))
-    paths.append(out / "reconstructions.png")
-    figures.reconstructions(real[:16], x_hat, shape, path=paths[-1])
-
-    paths.append(out / "forward_noising.png")
-    z0 = to_numpy(model.encode(real[:6]))
-    forward_steps = [round(f * (model.config.num_steps - 1)) for f in FORWARD_FRACTIONS]
-    figures.forward_noising(
-        z0, to_numpy(model.schedule), forward_steps, shape=shape, decode=decode, path=paths[-1], seed=seed
+    attempt("samples.png", lambda p: figures.real_vs_generated(real, samples, shape, path=p))
+    attempt(
+        "reconstructions.png",
+        lambda p: figures.reconstructions(real[:16], decode(model.encode(real[:16])), shape, path=p),
     )
+    forward_steps = [round(f * (model.config.num_steps - 1)) for f in FORWARD_FRACTIONS]
+    attempt(
+        "forward_noising.png",
+        lambda p: figures.forward_noising(
+            to_numpy(model.encode(real[:6])), to_numpy(model.schedule), forward_steps,
+            shape=shape, decode=decode, path=p, seed=seed,
+        ),
+    )  # fmt: skip
 
     frames = [decode(tr.x0_hat[:8]) for tr in traces]
     steps = [int(tr.t) for tr in traces]
     keep = np.unique(np.linspace(0, len(frames) - 1, 10).round().astype(int))  # 10 columns
-    paths.append(out / "reverse_process.png")
-    figures.reverse_process([frames[i] for i in keep], [steps[i] for i in keep], shape, path=paths[-1])
-    paths.append(out / "reverse_process.gif")
-    figures.reverse_process_gif(frames, steps, shape, paths[-1])
+    attempt(
+        "reverse_process.png",
+        lambda p: figures.reverse_process([frames[i] for i in keep], [steps[i] for i in keep], shape, path=p),
+    )
+    attempt("reverse_process.gif", lambda p: figures.reverse_process_gif(frames, steps, shape, p))
 
     if model.config.num_classes is not None:
-        paths += write_conditional_figures(model, out, shape, seed=seed)
+        try:
+            paths += write_conditional_figures(model, out, shape, seed=seed)
+        except Exception as exc:
+            warnings.warn(f"class_grid.png / guidance.png not written: {exc}", RuntimeWarning, stacklevel=2)
     if holdout is not None and len(holdout):
-        paths.append(out / "inpainting.png")
-        write_inpainting_figure(model, holdout[:8], shape, paths[-1], seed=seed)
+        attempt("inpainting.png", lambda p: write_inpainting_figure(model, holdout[:8], shape, p, seed=seed))
     return paths
+
+
+def projection_figure(real: np.ndarray, generated: np.ndarray, path: Path) -> Path:
+    """Real and generated rows projected on the real data's first two principal components.
+
+    With the SVD of the centred data, X - m = U S V^T, a row x maps to
+    (x - m) V[:, :2]; the samples use the same m and V, so both clouds sit
+    in one coordinate system.
+    """
+    mean = real.mean(axis=0)
+    _, _, vt = np.linalg.svd(real - mean, full_matrices=False)  # vt [features, features]
+    project = lambda x: (x - mean) @ vt[:2].T  # noqa: E731  [n, 2]
+    figures.scatter_2d(project(real), project(generated), path=path)
+    return path
 
 
 def write_conditional_figures(model: Any, out: Path, shape: tuple[int, int], *, seed: int = 0) -> list[Path]:
