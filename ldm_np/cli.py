@@ -535,7 +535,10 @@ def parse_scales(text: str | None) -> list[float] | None:
 
 
 def held_out_rows(n: int, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The rows ``train --holdout`` trained on and kept out, as sorted indices (kept, held)."""
+    """The rows ``train --holdout`` trained on and kept out, as sorted indices (kept, held).
+
+    The split of ``load_training_data``: a permutation drawn with the run's seed.
+    """
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[holdout:]), np.sort(perm[:holdout])
 
@@ -551,8 +554,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("--guidance-scales needs a class-conditional run (train with --conditional)")
     if scales is not None and info["dataset"] != "digits":
         raise UserError("--guidance-scales measures with the digit classifier: it needs a digits run")
-    X, _ = load_dataset(info["dataset"], seed=info.get("seed", 0))
-    train_rows, held_rows = held_out_rows(X.shape[0], info.get("holdout") or 0, info.get("seed", 0))
+    seed = info.get("seed", 0)
+    X, _ = (
+        load_dataset(info["dataset"], info["num_rows"], seed=seed)
+        if info.get("num_rows")
+        else load_dataset(info["dataset"], seed=seed)
+    )
+    # All rows, the held-out ones included, split as load_training_data splits them.
+    train_rows, held_rows = held_out_rows(X.shape[0], info.get("holdout") or 0, seed)
     report = evaluate_run(
         model,
         X,
