@@ -133,6 +133,8 @@ class LatentDiffusion:
     """A VAE and a latent denoiser, trained in two stages; see the module docstring."""
 
     def __init__(self, config: LDMConfig | None = None, *, device: str = "cpu", **overrides: Any) -> None:
+        if config is not None and not isinstance(config, LDMConfig):
+            raise TypeError(f"config must be an LDMConfig (or None with input_size=...), got {config!r:.60}")
         if config is None:
             if "input_size" not in overrides:
                 raise TypeError("LatentDiffusion needs input_size (or a config)")
@@ -229,6 +231,8 @@ class LatentDiffusion:
         self.data_max = X.max(axis=0)
 
     def standardize(self, X: Any) -> Any:
+        """(X - mean) / std with the training data's statistics: X [n, input_size] -> [n, input_size]."""
+        check_array(X, "X", shape=(None, self.config.input_size), finite=False)  # fit/encode checked values
         return (X - self.data_mean) * (1.0 / self.data_std)
 
     def unstandardize(self, X: Any) -> Any:
@@ -440,6 +444,7 @@ class LatentDiffusion:
         conditional model samples with its null label (unconditionally).
         """
         num_samples = check_int(num_samples, "num_samples")
+        seed = check_int(seed, "seed", minimum=0)
         model = self.ema_denoiser if use_ema else self.denoiser
         fn = self._model_fn(use_ema, labels, guidance_scale, num_samples, guidance_rescale)
         rng = default_rng(seed, self.xp)
