@@ -99,6 +99,7 @@ class OracleDenoiser:
 
 def pairwise_scale(data: np.ndarray) -> dict[str, float]:
     """Distances within ``data`` [n, d]: the smallest, the median nearest-neighbour one, the mean."""
+    check_array(data, "data", shape=(None, None))
     d = np.sqrt(((data[:, None, :] - data[None, :, :]) ** 2).sum(axis=-1))  # [n, n]
     n = data.shape[0]
     mean_pair = float(d.sum() / (n * (n - 1)))

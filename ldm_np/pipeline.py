@@ -70,6 +70,13 @@ def latent_scale_factor(z: Any) -> float:
     ### END SOLUTION
 
 
+def _check_checkpointing(checkpoint: Any, checkpoint_every: Any, log_every: Any) -> None:
+    """The options ``fit_vae`` and ``fit_denoiser`` share: where to save, and how often."""
+    if not (checkpoint is None or callable(checkpoint) or isinstance(checkpoint, (str, Path))):
+        raise TypeError(f"checkpoint must be None, a path or a function that saves, got {checkpoint!r:.60}")
+    check_int(checkpoint_every, "checkpoint_every"), check_int(log_every, "log_every")
+
+
 @dataclass
 class LDMConfig:
     """Everything that defines a model and how it trains. Stored in every checkpoint."""
@@ -103,6 +110,9 @@ class LDMConfig:
     min_snr_gamma: float | None = None
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
 
+    def __post_init__(self) -> None:
+        self.validate()  # a bad field fails here, naming itself, not later in a builder
+
     def validate(self) -> LDMConfig:
         """Check every field; raise ValueError/TypeError naming the bad one."""
         for name in ("input_size", "latent_size", "hidden_size", "num_steps", "vae_steps", "denoiser_steps"):
@@ -121,6 +131,10 @@ class LDMConfig:
         for name in ("vae_lr", "denoiser_lr", "recon_std"):
             check_float(getattr(self, name), name, low=0.0, low_open=True)
         check_float(self.kl_weight, "kl_weight", low=0.0)
+        (
+            check_float(self.beta_start, "beta_start"),
+            check_float(self.beta_end, "beta_end"),
+        )  # ranges: make_schedule
         check_float(self.ema_decay, "ema_decay", low=0.0, high=1.0)
         check_float(self.grad_clip, "grad_clip", low=0.0, low_open=True)
         check_float(self.p_uncond, "p_uncond", low=0.0, high=1.0)
@@ -236,6 +250,8 @@ class LatentDiffusion:
         return (X - self.data_mean) * (1.0 / self.data_std)
 
     def unstandardize(self, X: Any) -> Any:
+        """X * std + mean, clipped to the training data's range: X [n, input_size] -> [n, input_size]."""
+        check_array(X, "X", shape=(None, self.config.input_size), finite=False)
         out = X * self.data_std + self.data_mean
         if self.data_min is not None:
             out = self.xp.clip(out, self.data_min, self.data_max)
@@ -253,6 +269,7 @@ class LatentDiffusion:
         log_every: int = 25,
     ) -> LatentDiffusion:
         """Stage 1: train encoder and decoder on ``X`` [n, input_size]."""
+        _check_checkpointing(checkpoint, checkpoint_every, log_every)
         c = self.config
         X = self._prepare(X, min_rows=2)
         if self.vae_state.step == 0:
@@ -329,6 +346,7 @@ class LatentDiffusion:
         log_every: int = 25,
     ) -> LatentDiffusion:
         """Stage 2: freeze the VAE, encode ``X`` once, train the denoiser on the scaled latents."""
+        _check_checkpointing(checkpoint, checkpoint_every, log_every)
         c = self.config
         X = self._prepare(X, min_rows=2)
         y = self._prepare_labels(labels, X.shape[0])

@@ -169,6 +169,20 @@ def check_seed(seed: Any, name: str = "seed") -> Any:
     return check_int(seed, name, minimum=0)
 
 
+def check_callable(f: Any, name: str, how: str) -> Any:
+    """Return ``f`` if it can be called (as ``how`` says), else TypeError."""
+    if not callable(f):
+        raise TypeError(f"{name} must be callable as {how}, got {type(f).__name__}")
+    return f
+
+
+def check_arrays(arrays: Any, name: str) -> Any:
+    """Return ``arrays`` if it is a non-empty list or tuple of arrays, else TypeError."""
+    if not isinstance(arrays, (list, tuple)) or not arrays or not all(_is_array(a) for a in arrays):
+        raise TypeError(f"{name} must be a non-empty list or tuple of arrays, got {arrays!r:.60}")
+    return arrays
+
+
 def check_path(path: Any, name: str = "path") -> str | os.PathLike[str]:
     """Return ``path`` if it is a file path (a str or an ``os.PathLike``), else TypeError."""
     if not isinstance(path, (str, os.PathLike)):
