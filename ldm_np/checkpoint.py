@@ -136,12 +136,12 @@ def save_checkpoint(
     array holding NaN or inf raises ``CheckpointError`` and writes nothing.
     """
     path = Path(check_path(path))
-    for name, value in (
-        ("arrays", arrays),
-        ("config", config),
-        ("state", state),
-        ("metadata", metadata or {}),
-    ):
+    for name, value in {
+        "arrays": arrays,
+        "config": config,
+        "state": state,
+        "metadata": metadata or {},
+    }.items():
         if not isinstance(value, dict):
             raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -131,10 +131,8 @@ class LDMConfig:
         for name in ("vae_lr", "denoiser_lr", "recon_std"):
             check_float(getattr(self, name), name, low=0.0, low_open=True)
         check_float(self.kl_weight, "kl_weight", low=0.0)
-        (
-            check_float(self.beta_start, "beta_start"),
-            check_float(self.beta_end, "beta_end"),
-        )  # ranges: make_schedule
+        for name in ("beta_start", "beta_end"):  # their ranges are make_schedule's to check
+            check_float(getattr(self, name), name)
         check_float(self.ema_decay, "ema_decay", low=0.0, high=1.0)
         check_float(self.grad_clip, "grad_clip", low=0.0, low_open=True)
         check_float(self.p_uncond, "p_uncond", low=0.0, high=1.0)
