@@ -42,6 +42,7 @@ test that re-implemented those moves would check the test, not the library.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -127,7 +128,8 @@ def to_device(x: Any, device: str) -> Any:
 
     An array already on ``device`` is returned as it is (no copy). Anything
     else goes through the host: ``to_numpy`` then the device's ``asarray``.
-    Non-array leaves (ints, floats, strings, None) are returned unchanged.
+    Non-array leaves (numbers, strings, None) are returned unchanged;
+    any other object is a TypeError.
     """
     xp = xp_for_device(device)  # validates the name first, even for an empty dict
     if isinstance(x, dict):
@@ -135,6 +137,10 @@ def to_device(x: Any, device: str) -> Any:
     if isinstance(x, (list, tuple)):
         return type(x)(to_device(v, device) for v in x)
     if not hasattr(x, "shape"):
+        if x is not None and not isinstance(x, (numbers.Number, str)):
+            raise TypeError(
+                f"x must be an array or a dict/list/tuple of arrays, got {type(x).__name__} {x!r}"
+            )
         return x
     if get_array_module(x) is xp:
         return x
@@ -167,6 +173,11 @@ def default_rng(seed: Any = None, xp: Any = np) -> Any:
     ``standard_normal``, ``integers``, ``uniform``, ...; no ``normal``,
     ``choice`` or ``permutation``).
     """
+    # Spelled out rather than validation.check_seed: validation imports this module.
+    if isinstance(seed, bool) or not isinstance(seed, (type(None), numbers.Integral, np.random.Generator)):
+        raise TypeError(f"seed must be None, an int >= 0 or a numpy.random.Generator, got {seed!r}")
+    if isinstance(seed, numbers.Integral) and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
     if xp is np:
         return np.random.default_rng(seed)
     return xp.random.default_rng(seed)

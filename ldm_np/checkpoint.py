@@ -42,6 +42,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save as serialize
 
 from .backend import to_numpy
+from .validation import check_path
 
 FORMAT_VERSION = 2
 OLDEST_FORMAT = 1  # format 1: no checksums
@@ -68,12 +69,12 @@ def first_non_finite(arrays: dict[str, np.ndarray]) -> str | None:
 
 def temporary_name_pattern(path: str | os.PathLike) -> str:
     """The glob that matches ``save_checkpoint``'s temporaries for ``path``."""
-    return f"{Path(path).name}.*.tmp"
+    return f"{Path(check_path(path)).name}.*.tmp"
 
 
 def stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Temporaries of ``path`` left behind by a killed save (none while no save runs)."""
-    path = Path(path)
+    path = Path(check_path(path))
     return sorted(path.parent.glob(temporary_name_pattern(path))) if path.parent.is_dir() else []
 
 
@@ -92,7 +93,7 @@ def open_atomically(path: str | os.PathLike) -> Iterator[Any]:
     a signal) the temporary is removed and the previous file, if any, is
     untouched. A full disk is reported as an ``OSError`` that says so.
     """
-    path = Path(path)
+    path = Path(check_path(path))
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         # The permissions of a file opened the ordinary way, not mkstemp's 0600.
@@ -115,6 +116,8 @@ def open_atomically(path: str | os.PathLike) -> Iterator[Any]:
 
 def write_atomically(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through ``open_atomically``."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
     with open_atomically(path) as f:
         f.write(data)
     return Path(path)
@@ -132,7 +135,15 @@ def save_checkpoint(
     ``metadata`` adds string entries of the caller's own to the header. An
     array holding NaN or inf raises ``CheckpointError`` and writes nothing.
     """
-    path = Path(path)
+    path = Path(check_path(path))
+    for name, value in {
+        "arrays": arrays,
+        "config": config,
+        "state": state,
+        "metadata": metadata or {},
+    }.items():
+        if not isinstance(value, dict):
+            raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: np.ascontiguousarray(to_numpy(a)) for name, a in arrays.items()}
     bad = first_non_finite(tensors)
@@ -165,7 +176,7 @@ def _unreadable(path: Path, exc: Exception) -> CheckpointError:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The header metadata of an ldm_np checkpoint (no tensor is read); ``CheckpointError`` if it is none."""
-    path = Path(path)
+    path = Path(check_path(path))
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     if path.is_dir():
@@ -219,7 +230,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
     Format 2 files are verified against their checksums; every format is
     refused if a floating-point tensor holds NaN or inf.
     """
-    path = Path(path)
+    path = Path(check_path(path))
     metadata = read_metadata(path)
     try:
         arrays = load_file(str(path))

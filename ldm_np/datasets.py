@@ -37,7 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from .validation import check_dtype_name, check_float, check_int
+from .validation import (
+    check_array,
+    check_choice,
+    check_dtype_name,
+    check_float,
+    check_int,
+    check_path,
+    check_seed,
+)
 
 __all__ = [
     "DATASETS",
@@ -114,7 +122,7 @@ def _start(n: Any, seed: Seed, noise: Any, dtype: Any) -> tuple[int, float, np.d
     n = check_int(n, "n")
     noise = check_float(noise, "noise", low=0.0)
     dt = check_dtype_name(dtype)
-    return n, noise, dt, np.random.default_rng(seed)
+    return n, noise, dt, np.random.default_rng(check_seed(seed))
 
 
 def _finish(
@@ -307,11 +315,8 @@ def manifold_map(
     """
     dim = check_int(dim, "dim", minimum=2)
     dt = check_dtype_name(dtype)
-    if shape not in _TOYS:
-        raise ValueError(f"shape must be one of {TOY_SHAPES}, got {shape!r}")
-    coords = np.asarray(coords, dtype=np.float64)
-    if coords.ndim != 2 or coords.shape[1] != 2:
-        raise ValueError(f"coords must have shape [n, 2], got {list(coords.shape)}")
+    check_choice(shape, "shape", TOY_SHAPES)
+    coords = check_array(coords, "coords", shape=(None, 2)).astype(np.float64)
     w1, b1, w2, mu, sigma = _map_parameters(dim, shape)
     hidden = np.sin(coords @ w1 + b1)  # [n, 64]
     x = (hidden @ w2 - mu) / sigma  # [n, dim]
@@ -356,9 +361,8 @@ def manifold(
     dim = check_int(dim, "dim", minimum=2)
     noise = check_float(noise, "noise", low=0.0)
     dt = check_dtype_name(dtype)
-    if shape not in _TOYS:
-        raise ValueError(f"shape must be one of {TOY_SHAPES}, got {shape!r}")
-    rng = np.random.default_rng(seed)
+    check_choice(shape, "shape", TOY_SHAPES)
+    rng = np.random.default_rng(check_seed(seed))
     # The shape draws from the same Generator first, so coords equal what the
     # toy function gives for this seed; the feature noise comes after.
     coords = _TOYS[shape](n, seed=rng, dtype="float64")  # [n, 2]
@@ -472,7 +476,7 @@ def load_array(path: str | os.PathLike[str], dtype: Any = "float32") -> np.ndarr
         Pickled object arrays are refused: they are never unpickled.
     """
     dt = check_dtype_name(dtype)
-    path = Path(path)
+    path = Path(check_path(path))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -524,8 +528,11 @@ def load_dataset(
         [n, 2] for "manifold", None otherwise.
     """
     check_dtype_name(dtype)  # fail before any work is done
+    check_seed(seed)
     if n is not None:
         n = check_int(n, "n")
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"name must be one of {DATASETS} or a .npy/.csv path, got {type(name).__name__}")
     name = os.fspath(name)
     if name.lower().endswith(_FILE_SUFFIXES):
         x = load_array(name, dtype)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .backend import get_array_module, to_numpy
 from .module import iter_params
+from .validation import check_arrays, check_callable, check_float, check_seed
 
 # A correct backward in float64 lands near 1e-9; 1e-6 leaves room for
 # ill-conditioned points while still catching any real mistake (order 1e-1).
@@ -48,8 +49,11 @@ def numerical_gradient(f: Callable[[], Any], x: Any, dout: Any = None, h: float 
     a scalar. Each output is copied, because ``f`` may reuse its buffers.
     Returns an array shaped like ``x``. Cost: 2 * x.size calls of ``f``.
     """
-    if x.dtype != np.float64:
-        raise TypeError(f"gradient checks need float64 arrays, got {x.dtype}")
+    check_callable(f, "f", "f()"), check_float(h, "h", low=0.0, low_open=True)
+    if getattr(x, "dtype", None) != np.float64:
+        raise TypeError(f"x: gradient checks need float64 arrays, got {getattr(x, 'dtype', x)!r:.40}")
+    if dout is not None and not hasattr(dout, "shape"):
+        raise TypeError(f"dout must be None or an array shaped like f(), got {type(dout).__name__}")
     xp = get_array_module(x)
     grad = xp.zeros(x.shape, dtype=x.dtype)
 
@@ -82,6 +86,8 @@ def directional_check(
     (L(theta + h v) - L(theta - h v)) / 2h with sum(grad * v). Returns the
     relative error of the two numbers. Cheap at any model size.
     """
+    check_callable(loss, "loss", "loss()"), check_arrays(arrays, "arrays"), check_arrays(grads, "grads")
+    check_float(h, "h", low=0.0, low_open=True), check_seed(seed)
     rng = np.random.default_rng(seed)
     xp = get_array_module(arrays[0])
     dirs = [xp.asarray(rng.standard_normal(a.shape)) for a in arrays]
@@ -149,6 +155,15 @@ def check_module(
     of every parameter is perturbed, so keep the module small. The module must
     be built with dtype float64.
     """
+    if not all(hasattr(module, a) for a in ("params", "grads", "forward", "backward", "xp")):
+        raise TypeError(
+            f"module must be a model with params, grads, forward and backward, got {module!r:.60}"
+        )
+    check_arrays(inputs, "inputs"), check_float(h, "h", low=0.0, low_open=True), check_seed(seed)
+    if not isinstance(wrt_inputs, (list, tuple)):
+        raise TypeError(f"wrt_inputs must be a list or tuple of indices into inputs, got {wrt_inputs!r}")
+    if not all(i in range(len(inputs)) for i in wrt_inputs):
+        raise ValueError(f"wrt_inputs must index inputs (0..{len(inputs) - 1}), got {wrt_inputs!r}")
     rng = np.random.default_rng(seed)
     xp = module.xp
     outs = _as_tuple(module(*inputs))

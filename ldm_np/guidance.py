@@ -319,6 +319,13 @@ def reconstruction_guidance_fn(
     return corrected
 
 
+def _check_latent_diffusion(model: Any) -> None:
+    from .pipeline import LatentDiffusion  # the pipeline imports this module
+
+    if not isinstance(model, LatentDiffusion):
+        raise TypeError(f"model must be a LatentDiffusion, got {type(model).__name__}")
+
+
 def inpaint(
     model: Any,
     x_known: Any,
@@ -342,6 +349,11 @@ def inpaint(
     (0 = plain sampling) at every step, then decodes. ``labels`` and
     ``guidance_scale`` add classifier-free guidance (conditional models).
     """
+    _check_latent_diffusion(model)
+    check_float(guidance_strength, "guidance_strength", low=0.0)
+    check_float(guidance_scale, "guidance_scale")
+    if not (hasattr(x_known, "shape") or isinstance(x_known, (list, tuple))):
+        raise TypeError(f"x_known must be an array [n, input_size], got {type(x_known).__name__}")
     c = model.config
     xp = model.xp
     x_known = np.asarray(to_numpy(x_known), dtype=c.dtype)
@@ -410,6 +422,12 @@ def guidance_report(
     requested class), per_class (that share per class), fd, fd_floor,
     fd_ratio, class_counts (predicted classes of all samples), seconds.
     """
+    _check_latent_diffusion(model)
+    if not isinstance(scales, (list, tuple)) or not all(isinstance(w, numbers.Real) for w in scales):
+        raise TypeError(f"scales must be a list of guidance scales (numbers), got {scales!r:.60}")
+    check_int(seed, "seed", minimum=0), check_int(num_inference_steps, "num_inference_steps")
+    if X is not None:
+        check_array(X, "X", shape=(None, 64))
     from .datasets import load_digits
     from .evaluation import feature_fn, split_halves
     from .evaluation.classifier import digit_feature_model

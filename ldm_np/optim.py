@@ -11,7 +11,7 @@ from typing import Any
 
 from .backend import get_array_module
 from .module import ParamTree, iter_params
-from .validation import check_float
+from .validation import check_float, check_int, check_param_trees
 
 
 class Adam:
@@ -55,6 +55,7 @@ class Adam:
 
     def step(self, params: ParamTree, grads: ParamTree) -> None:
         """One step of the update above for every array of ``params``, in place, from ``grads``."""
+        check_param_trees(params=params, grads=grads)
         ### BEGIN SOLUTION adam_step
         self.t += 1
         b1, b2 = self.betas
@@ -95,11 +96,16 @@ class Adam:
         The arrays are copied: the optimizer updates its moments in place, and
         must not change the caller's arrays (or another optimizer's state).
         """
+        if not isinstance(arrays, dict) or not all(str(k).startswith(("m.", "v.")) for k in arrays):
+            raise TypeError(
+                f"arrays must be the dict of state_arrays(), {{'m.layer.param': array}}, got {arrays!r:.60}"
+            )
+        t = check_int(t, "t", minimum=0)
         self.state = {}
         for name, value in arrays.items():
             kind, key = name.split(".", 1)
             self.state.setdefault(key, {})[kind] = value.copy()
-        self.t = int(t)
+        self.t = t
 
 
 class AdamW(Adam):
@@ -138,6 +144,7 @@ def clip_grad_norm(grads: ParamTree, max_norm: float) -> Any:
     Returns the norm before clipping (a 0-d array). The scale stays on the
     device, so this never waits for the GPU.
     """
+    check_param_trees(grads=grads)
     max_norm = check_float(max_norm, "max_norm", low=0.0, low_open=True)
     norm = global_grad_norm(grads)
     scale = get_array_module(norm).minimum(max_norm / (norm + 1e-6), 1.0)

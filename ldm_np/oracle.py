@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .diffusion import _target, check_prediction_type, check_samples, check_t, gather
-from .validation import check_array
+from .validation import check_array, check_schedule
 
 
 class OracleDenoiser:
@@ -41,7 +41,7 @@ class OracleDenoiser:
 
     def __init__(self, data: Any, schedule: dict[str, Any], prediction_type: str = "epsilon") -> None:
         self.prediction_type = check_prediction_type(prediction_type)
-        self.schedule = schedule
+        self.schedule = check_schedule(schedule)
         xp = get_array_module(schedule["alphas_cumprod"])
         dt = schedule["alphas_cumprod"].dtype
         check_array(data, "data", shape=(None, data.shape[-1] if hasattr(data, "shape") else None))
@@ -99,6 +99,7 @@ class OracleDenoiser:
 
 def pairwise_scale(data: np.ndarray) -> dict[str, float]:
     """Distances within ``data`` [n, d]: the smallest, the median nearest-neighbour one, the mean."""
+    check_array(data, "data", shape=(None, None))
     d = np.sqrt(((data[:, None, :] - data[None, :, :]) ** 2).sum(axis=-1))  # [n, n]
     n = data.shape[0]
     mean_pair = float(d.sum() / (n * (n - 1)))

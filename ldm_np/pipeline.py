@@ -70,6 +70,13 @@ def latent_scale_factor(z: Any) -> float:
     ### END SOLUTION
 
 
+def _check_checkpointing(checkpoint: Any, checkpoint_every: Any, log_every: Any) -> None:
+    """The options ``fit_vae`` and ``fit_denoiser`` share: where to save, and how often."""
+    if not (checkpoint is None or callable(checkpoint) or isinstance(checkpoint, (str, Path))):
+        raise TypeError(f"checkpoint must be None, a path or a function that saves, got {checkpoint!r:.60}")
+    check_int(checkpoint_every, "checkpoint_every"), check_int(log_every, "log_every")
+
+
 @dataclass
 class LDMConfig:
     """Everything that defines a model and how it trains. Stored in every checkpoint."""
@@ -103,6 +110,9 @@ class LDMConfig:
     min_snr_gamma: float | None = None
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
 
+    def __post_init__(self) -> None:
+        self.validate()  # a bad field fails here, naming itself, not later in a builder
+
     def validate(self) -> LDMConfig:
         """Check every field; raise ValueError/TypeError naming the bad one."""
         for name in ("input_size", "latent_size", "hidden_size", "num_steps", "vae_steps", "denoiser_steps"):
@@ -121,6 +131,8 @@ class LDMConfig:
         for name in ("vae_lr", "denoiser_lr", "recon_std"):
             check_float(getattr(self, name), name, low=0.0, low_open=True)
         check_float(self.kl_weight, "kl_weight", low=0.0)
+        for name in ("beta_start", "beta_end"):  # their ranges are make_schedule's to check
+            check_float(getattr(self, name), name)
         check_float(self.ema_decay, "ema_decay", low=0.0, high=1.0)
         check_float(self.grad_clip, "grad_clip", low=0.0, low_open=True)
         check_float(self.p_uncond, "p_uncond", low=0.0, high=1.0)
@@ -133,6 +145,8 @@ class LatentDiffusion:
     """A VAE and a latent denoiser, trained in two stages; see the module docstring."""
 
     def __init__(self, config: LDMConfig | None = None, *, device: str = "cpu", **overrides: Any) -> None:
+        if config is not None and not isinstance(config, LDMConfig):
+            raise TypeError(f"config must be an LDMConfig (or None with input_size=...), got {config!r:.60}")
         if config is None:
             if "input_size" not in overrides:
                 raise TypeError("LatentDiffusion needs input_size (or a config)")
@@ -229,9 +243,13 @@ class LatentDiffusion:
         self.data_max = X.max(axis=0)
 
     def standardize(self, X: Any) -> Any:
+        """(X - mean) / std with the training data's statistics: X [n, input_size] -> [n, input_size]."""
+        check_array(X, "X", shape=(None, self.config.input_size), finite=False)  # fit/encode checked values
         return (X - self.data_mean) * (1.0 / self.data_std)
 
     def unstandardize(self, X: Any) -> Any:
+        """X * std + mean, clipped to the training data's range: X [n, input_size] -> [n, input_size]."""
+        check_array(X, "X", shape=(None, self.config.input_size), finite=False)
         out = X * self.data_std + self.data_mean
         if self.data_min is not None:
             out = self.xp.clip(out, self.data_min, self.data_max)
@@ -249,6 +267,7 @@ class LatentDiffusion:
         log_every: int = 25,
     ) -> LatentDiffusion:
         """Stage 1: train encoder and decoder on ``X`` [n, input_size]."""
+        _check_checkpointing(checkpoint, checkpoint_every, log_every)
         c = self.config
         X = self._prepare(X, min_rows=2)
         if self.vae_state.step == 0:
@@ -325,6 +344,7 @@ class LatentDiffusion:
         log_every: int = 25,
     ) -> LatentDiffusion:
         """Stage 2: freeze the VAE, encode ``X`` once, train the denoiser on the scaled latents."""
+        _check_checkpointing(checkpoint, checkpoint_every, log_every)
         c = self.config
         X = self._prepare(X, min_rows=2)
         y = self._prepare_labels(labels, X.shape[0])
@@ -440,6 +460,7 @@ class LatentDiffusion:
         conditional model samples with its null label (unconditionally).
         """
         num_samples = check_int(num_samples, "num_samples")
+        seed = check_int(seed, "seed", minimum=0)
         model = self.ema_denoiser if use_ema else self.denoiser
         fn = self._model_fn(use_ema, labels, guidance_scale, num_samples, guidance_rescale)
         rng = default_rng(seed, self.xp)

@@ -15,6 +15,7 @@ them, unchecked.
 from __future__ import annotations
 
 import numbers
+import os
 from typing import Any
 
 import numpy as np
@@ -155,6 +156,59 @@ def check_rng(rng: Any, name: str = "rng") -> Any:
             f"ldm_np.default_rng(seed, device)), got {type(rng).__name__} {rng!r}"
         )
     return rng
+
+
+def check_seed(seed: Any, name: str = "seed") -> Any:
+    """Return ``seed`` if it is an int >= 0 or a ``numpy.random.Generator`` to draw from."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an int >= 0 or a numpy.random.Generator, got {type(seed).__name__} {seed!r}"
+        )
+    return check_int(seed, name, minimum=0)
+
+
+def check_callable(f: Any, name: str, how: str) -> Any:
+    """Return ``f`` if it can be called (as ``how`` says), else TypeError."""
+    if not callable(f):
+        raise TypeError(f"{name} must be callable as {how}, got {type(f).__name__}")
+    return f
+
+
+def check_arrays(arrays: Any, name: str) -> Any:
+    """Return ``arrays`` if it is a non-empty list or tuple of arrays, else TypeError."""
+    if not isinstance(arrays, (list, tuple)) or not arrays or not all(_is_array(a) for a in arrays):
+        raise TypeError(f"{name} must be a non-empty list or tuple of arrays, got {arrays!r:.60}")
+    return arrays
+
+
+def check_path(path: Any, name: str = "path") -> str | os.PathLike[str]:
+    """Return ``path`` if it is a file path (a str or an ``os.PathLike``), else TypeError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a file path (str or pathlib.Path), got {type(path).__name__} {path!r}"
+        )
+    return path
+
+
+def check_param_trees(**trees: Any) -> None:
+    """Check that each keyword is a parameter tree ``{layer: {param: array}}`` holding every
+    parameter of the first one (``params=..., grads=...``: a gradient for each parameter)."""
+    (first_name, first), *_ = trees.items()
+    for name, tree in trees.items():
+        if not isinstance(tree, dict) or not all(
+            isinstance(group, dict) and all(_is_array(v) for v in group.values()) for group in tree.values()
+        ):
+            raise TypeError(
+                f"{name} must be a parameter tree {{layer: {{param: array}}}} such as model.grads, "
+                f"got {type(tree).__name__}"
+            )
+        missing = [
+            f"{layer}.{p}" for layer, group in first.items() for p in group if p not in tree.get(layer, {})
+        ]
+        if missing:
+            raise ValueError(f"{name} has no entry for {missing[0]} of {first_name}")
 
 
 # --------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_manifold_rejects_bad_arguments():
         manifold(10, shape="torus")
     with pytest.raises(ValueError, match="dim must be >= 2"):
         manifold(10, dim=1)
-    with pytest.raises(ValueError, match=r"coords must have shape \[n, 2\]"):
+    with pytest.raises(ValueError, match=r"coords must have shape \[batch, 2\]"):
         manifold_map(np.zeros((10, 3)))
 
 

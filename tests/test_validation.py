@@ -368,3 +368,26 @@ def test_check_schedule_diffusion_arrays_and_labels():
         check_labels(np.array([0.0, 1.0]), "labels", high=2, xp=np)
     with pytest.raises(ValueError, match="non-empty"):
         check_labels(np.zeros((2, 1), np.int64), "labels", high=2, xp=np)
+
+
+def test_check_seed_path_and_param_trees():
+    from pathlib import Path
+
+    from ldm_np.validation import check_param_trees, check_path, check_seed
+
+    gen = np.random.default_rng(0)
+    assert check_seed(np.int64(3)) == 3 and check_seed(gen) is gen
+    for bad in (None, 1.5, "3", True):
+        with pytest.raises(TypeError, match=r"^seed must be an int >= 0 or a numpy.random.Generator"):
+            check_seed(bad)
+    with pytest.raises(ValueError, match=r"^seed must be >= 0, got -1"):
+        check_seed(-1)
+    assert check_path("a.npy") == "a.npy" and check_path(Path("a.npy")) == Path("a.npy")
+    with pytest.raises(TypeError, match=r"^path must be a file path"):
+        check_path(3)
+    params = {"dense": {"kernel": np.zeros((2, 2), F32), "bias": np.zeros(2, F32)}}
+    check_param_trees(params=params, grads=params)
+    with pytest.raises(TypeError, match=r"^grads must be a parameter tree"):
+        check_param_trees(params=params, grads={"dense": [np.zeros(2, F32)]})
+    with pytest.raises(ValueError, match=r"^grads has no entry for dense.bias of params"):
+        check_param_trees(params=params, grads={"dense": {"kernel": np.zeros((2, 2), F32)}})

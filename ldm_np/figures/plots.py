@@ -16,14 +16,17 @@ Conventions shared by every figure:
   mosaic image with thin grey separators: fast to draw even for many images.
 - Real data is blue, generated data orange, in every figure.
 - Inputs may be NumPy or CuPy arrays (copied to the host); wrong shapes raise
-  a ValueError that names the argument.
+  a ValueError that names the argument. The options every figure shares
+  (``path``, ``shape``, ``title``, ``value_range``, ``seed``, ...) are checked
+  by name before anything is drawn: a wrong type is a TypeError naming it.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..backend import to_numpy
+from ..validation import check_callable, check_int, check_path, check_seed
 
 __all__ = [
     "feature_histograms",
@@ -73,11 +77,39 @@ _STYLE = {
 _IMAGE_CMAP = matplotlib.colormaps["gray_r"].with_extremes(bad="#c9cfd8")
 
 
+def _of_type(types: Any, expected: str) -> Callable[[Any, str], None]:
+    def check(value: Any, name: str) -> None:
+        if not isinstance(value, types):
+            raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r:.60}")
+
+    return check
+
+
+# The options the figures share, by name; None (where allowed) is never checked.
+_OPTION_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "path": check_path,
+    "seed": check_seed,
+    "decode": lambda f, name: check_callable(f, name, "decode(x_t) -> images [n, h*w]"),
+    "nrows": check_int,
+    "columns": check_int,
+    "fps": check_int,
+    "max_features": check_int,
+    "title": _of_type(str, "a string"),
+    "shape": _of_type((tuple, list), "a pair (height, width)"),
+    "value_range": _of_type((tuple, list), "a pair (low, high) or None"),
+    "row_labels": _of_type(Iterable, "a sequence of labels, one per row"),
+}
+
+
 def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
-    """Draw (and save) inside the module's rc settings, leaving the user's alone."""
+    """Check the shared options, then draw (and save) inside the module's rc settings, leaving the user's alone."""
+    signature = inspect.signature(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        for name, value in signature.bind(*args, **kwargs).arguments.items():
+            if value is not None and name in _OPTION_CHECKS:
+                _OPTION_CHECKS[name](value, name)
         with plt.rc_context(_STYLE):
             return fn(*args, **kwargs)
 
