@@ -116,7 +116,7 @@ class Classifier(Module):
         self.num_classes = check_int(num_classes, "num_classes", minimum=2)
         self.hidden_size = check_int(hidden_size, "hidden_size")
         dt = check_dtype_name(dtype)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
         params = {
             "cls_dense_0": init_dense(rng, self.input_size, h, dt),

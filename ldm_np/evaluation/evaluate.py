@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_numpy
+from ..validation import check_int
 from .metrics import frechet_distance, memorisation_rate, mmd, nearest_distance, precision_recall
 
 
@@ -42,7 +43,7 @@ def feature_fn(dataset: str | None, model: Any) -> tuple[Any, str]:
 
 def split_halves(n: int, seed: int = 1234) -> tuple[np.ndarray, np.ndarray]:
     """Indices of two disjoint random halves of n rows."""
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = np.random.default_rng(check_int(seed, "seed", minimum=0)).permutation(check_int(n, "n", minimum=2))
     return perm[: n // 2], perm[n // 2 :]
 
 

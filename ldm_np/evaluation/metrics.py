@@ -310,9 +310,7 @@ def mmd(a: Any, b: Any, bandwidth: float | None = None) -> float:
                 "the median heuristic gave bandwidth 0 (most pooled rows are identical); pass bandwidth="
             )
     else:
-        sigma = float(bandwidth)
-        if not np.isfinite(sigma) or sigma <= 0.0:
-            raise ValueError(f"bandwidth must be a positive finite number, got {bandwidth!r}")
+        sigma = check_float(bandwidth, "bandwidth", low=0.0, low_open=True)
     gamma = 1.0 / (2.0 * sigma * sigma)
     n, m = a.shape[0], b.shape[0]
     # k(x, x) = 1, so the diagonal of each within-set sum is exactly n (or m).
