@@ -30,7 +30,7 @@ from ..layers import dense_backward, dense_forward, init_dense, silu_backward, s
 from ..module import Module
 from ..optim import Adam
 from ..training import learning_rate
-from ..validation import check_array, check_dtype_name, check_float, check_int
+from ..validation import check_array, check_dtype_name, check_float, check_int, check_seed
 
 __all__ = ["DIGIT_RECIPE", "Classifier", "digit_feature_model", "softmax_cross_entropy"]
 
@@ -221,7 +221,7 @@ class Classifier(Module):
         steps = check_int(steps, "steps")
         batch_size = min(check_int(batch_size, "batch_size"), X.shape[0])
         lr = check_float(lr, "lr", low=0.0, low_open=True)
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(check_seed(seed))
         opt = Adam(lr=lr, weight_decay=weight_decay)
         order, pos = rng.permutation(X.shape[0]), 0
         for step in range(steps):

@@ -27,17 +27,48 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_numpy
-from ..validation import check_int
+from ..validation import check_array, check_callable, check_int
 from .metrics import frechet_distance, memorisation_rate, mmd, nearest_distance, precision_recall
+
+
+def _check_dataset(dataset: Any) -> str | None:
+    """Return ``dataset`` if it is a data set's name (a str) or None, else TypeError."""
+    if dataset is not None and not isinstance(dataset, str):
+        raise TypeError(f"dataset must be a data set's name (a str) or None, got {type(dataset).__name__}")
+    return dataset
+
+
+def _check_model(model: Any, *methods: str) -> Any:
+    """Return ``model`` if it has each of ``methods`` (a trained LatentDiffusion has all), else TypeError."""
+    missing = [m for m in methods if not callable(getattr(model, m, None))]
+    if missing:
+        raise TypeError(
+            f"model must have the method(s) {', '.join(missing)} of a trained LatentDiffusion, "
+            f"got {type(model).__name__}"
+        )
+    return model
+
+
+def _check_rows(rows: Any, name: str, n: int) -> np.ndarray:
+    """Return ``rows`` if it is an integer index array [k] (k >= 0) into n rows, else an error naming it."""
+    if not hasattr(rows, "dtype") or rows.dtype.kind not in "iu":
+        what = f"dtype {rows.dtype}" if hasattr(rows, "dtype") else type(rows).__name__
+        raise TypeError(f"{name} must be an integer array of row indices, got {what}")
+    if rows.ndim != 1:
+        raise ValueError(f"{name} must be 1-D [rows], got shape {list(rows.shape)}")
+    if rows.size and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"{name} must index the {n} rows of X (0..{n - 1}), got {rows.min()}..{rows.max()}")
+    return rows
 
 
 def feature_fn(dataset: str | None, model: Any) -> tuple[Any, str]:
     """The feature map used for a data set, and its name."""
-    if dataset == "digits":
+    if _check_dataset(dataset) == "digits":
         from .classifier import digit_feature_model
 
         clf = digit_feature_model()
         return clf.features, "digit-classifier features"
+    _check_model(model, "standardize")
     return (lambda x: to_numpy(model.standardize(model.xp.asarray(x)))), "standardised data"
 
 
@@ -56,7 +87,18 @@ def evaluate_samples(
     distance and MMD use as many samples as a real half holds (their
     estimates depend on the sample size); ``evaluate_run`` is the full
     evaluation, with spreads over splits and sample seeds.
+
+    ``samples`` [m, d] and ``X`` [n, d] are float arrays; ``features`` maps
+    rows to features; ``labels`` (integer array [n] or None) is not used by
+    the metrics; ``classify`` (or None) maps rows to predicted classes.
     """
+    check_array(samples, "samples", shape=(None, None))
+    check_array(X, "X", shape=(None, None))
+    check_callable(features, "features", "features(rows) -> array [rows, features]")
+    if labels is not None and (not hasattr(labels, "dtype") or labels.dtype.kind not in "iu"):
+        raise TypeError(f"labels must be an integer array [n] or None, got {type(labels).__name__}")
+    if classify is not None:
+        check_callable(classify, "classify", "classify(rows) -> integer array [rows]")
     a_idx, b_idx = split_halves(X.shape[0])
     matched = samples[: len(b_idx)]
     fa, fb, fs = features(X[a_idx]), features(X[b_idx]), features(matched)
@@ -90,6 +132,8 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Sample ``num_samples`` from ``model`` and evaluate them against ``X``."""
+    _check_model(model, "sample")
+    check_array(X, "X", shape=(None, None))
     features, space = feature_fn(dataset, model)
     started = time.perf_counter()
     samples = to_numpy(
@@ -150,7 +194,9 @@ def pca_features(X_fit: np.ndarray, num_components: int = PCA_COMPONENTS) -> Any
     (whitening would blow up the near-constant directions), no training: a
     feature space that shares nothing with the digit classifier.
     """
-    X_fit = np.asarray(X_fit, dtype=np.float64)
+    check_array(X_fit, "X_fit", shape=(None, None))
+    num_components = check_int(num_components, "num_components")
+    X_fit = np.asarray(to_numpy(X_fit), dtype=np.float64)
     mean = X_fit.mean(axis=0)  # [d]
     _, _, vt = np.linalg.svd(X_fit - mean, full_matrices=False)  # vt [d, d]
     v_k = vt[: min(num_components, vt.shape[0])].T  # [d, k]
@@ -163,7 +209,8 @@ def feature_spaces(dataset: str | None, X_train: np.ndarray) -> dict[str, Any]:
     Digits: the digit classifier's penultimate layer, and the pixels through
     PCA fitted on the training rows. Other data: PCA alone.
     """
-    k = min(PCA_COMPONENTS, X_train.shape[1])
+    _check_dataset(dataset)
+    k = min(PCA_COMPONENTS, check_array(X_train, "X_train", shape=(None, None)).shape[1])
     spaces: dict[str, Any] = {}
     if dataset == "digits":
         from .classifier import digit_feature_model
@@ -178,6 +225,10 @@ def feature_spaces(dataset: str | None, X_train: np.ndarray) -> dict[str, Any]:
 
 def random_halves(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint random sets of ``size`` row indices out of n (2 size <= n)."""
+    n, size = check_int(n, "n", minimum=2), check_int(size, "size")
+    if 2 * size > n:
+        raise ValueError(f"size must be at most n // 2 = {n // 2} (two disjoint sets), got {size}")
+    seed = check_int(seed, "seed", minimum=0)
     perm = np.random.default_rng(seed).permutation(n)
     return perm[:size], perm[size : 2 * size]
 
@@ -210,6 +261,16 @@ def score_sets(
     reconstructions of B_j). Returns, per space and per name, the per-seed
     (or per-split) FDs and precision/recall, and the floor's per-split values.
     """
+    if not isinstance(sets, dict):
+        raise TypeError(
+            f"sets must be a dict {{name: list of arrays or callable}}, got {type(sets).__name__}"
+        )
+    check_array(X, "X", shape=(None, None))
+    if not isinstance(spaces, dict) or not all(callable(phi) for phi in spaces.values()):
+        raise TypeError(
+            f"spaces must be a dict {{name: feature map}} of callables, got {type(spaces).__name__}"
+        )
+    size, num_splits, k = check_int(size, "size"), check_int(num_splits, "num_splits"), check_int(k, "k")
     splits = [random_halves(X.shape[0], size, seed) for seed in range(num_splits)]
     out: dict[str, Any] = {}
     for space, phi in spaces.items():
@@ -269,8 +330,16 @@ def evaluate_run(
       training rows ``X[train_idx]``, with the threshold from the held-out
       rows ``X[held_idx]``; None with fewer than 20 held-out rows.
     """
-    X = np.asarray(X)
-    size = X.shape[0] // 2 if num_samples is None else min(int(num_samples), X.shape[0] // 2)
+    _check_model(model, "sample", "encode", "decode")
+    check_array(X, "X", shape=(None, None))
+    train_idx = _check_rows(train_idx, "train_idx", X.shape[0])
+    held_idx = _check_rows(held_idx, "held_idx", X.shape[0])
+    _check_dataset(dataset)
+    num_samples = None if num_samples is None else check_int(num_samples, "num_samples")
+    sample_seeds, num_splits = check_int(sample_seeds, "sample_seeds"), check_int(num_splits, "num_splits")
+    k, seed = check_int(k, "k"), check_int(seed, "seed", minimum=0)
+    X = to_numpy(X)
+    size = X.shape[0] // 2 if num_samples is None else min(num_samples, X.shape[0] // 2)
     started = time.perf_counter()
     samples = [
         to_numpy(model.sample(size, sampler=sampler, num_inference_steps=num_inference_steps, seed=seed + i))

@@ -86,6 +86,14 @@ def _as_samples(x: Any, name: str, *, min_rows: int = 2) -> np.ndarray:
     return x.astype(np.float64, copy=False)
 
 
+def _host_float64(x: Any, name: str) -> np.ndarray:
+    """``x`` as a float64 host array, or a TypeError naming ``name`` when it holds no numbers."""
+    try:
+        return np.asarray(to_numpy(x), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real-valued array, got {type(x).__name__}") from exc
+
+
 def _check_widths(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape[1] != b.shape[1]:
         raise ValueError(
@@ -143,7 +151,7 @@ def frechet_distance_gaussians(mu1: Any, cov1: Any, mu2: Any, cov2: Any) -> floa
     """
     mus, covs = [], []
     for name, mu in (("mu1", mu1), ("mu2", mu2)):
-        mu = np.asarray(to_numpy(mu), dtype=np.float64)
+        mu = _host_float64(mu, name)
         if mu.ndim != 1 or mu.shape[0] < 1:
             raise ValueError(f"{name} must be a 1-D array [features], got shape {list(mu.shape)}")
         mus.append(mu)
@@ -151,7 +159,7 @@ def frechet_distance_gaussians(mu1: Any, cov1: Any, mu2: Any, cov2: Any) -> floa
     if mus[1].shape[0] != d:
         raise ValueError(f"mu1 and mu2 must have the same length, got {d} and {mus[1].shape[0]}")
     for name, cov in (("cov1", cov1), ("cov2", cov2)):
-        cov = np.asarray(to_numpy(cov), dtype=np.float64)
+        cov = _host_float64(cov, name)
         if cov.shape != (d, d):
             raise ValueError(f"{name} must have shape [{d}, {d}] to match the means, got {list(cov.shape)}")
         if not np.isfinite(cov).all():
