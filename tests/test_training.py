@@ -177,8 +177,20 @@ def test_run_loop_logs_every_n_steps_and_checkpoints_on_schedule():
     assert len(saved) == 2  # after steps 4 and 8; the final save is the caller's
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler during the test, as in an interactive run.
+
+    A test process started in the background by a shell inherits "ignore SIGINT",
+    and the loop rightly leaves such a setting alone.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or sys.platform == "win32", reason="needs POSIX SIGINT")
-def test_ctrl_c_in_the_middle_of_a_step_stops_after_that_step():
+def test_ctrl_c_in_the_middle_of_a_step_stops_after_that_step(python_sigint_handler):
     finished = []
 
     def step(n):
