@@ -76,7 +76,15 @@ import numpy as np
 from .backend import default_rng, get_array_module, to_device, to_numpy
 from .diffusion import PREDICTION_TYPES, _target, _x0_from, gather
 from .samplers import sample as run_sampler
-from .validation import check_array, check_choice, check_float, check_int, check_labels, check_schedule
+from .validation import (
+    check_array,
+    check_callable,
+    check_choice,
+    check_float,
+    check_int,
+    check_labels,
+    check_schedule,
+)
 
 # The multiple of the Gauss-Newton line step taken at each sampler step
 # (1 = the minimum of the linearised loss along the gradient). Measured on the
@@ -289,8 +297,7 @@ def reconstruction_guidance_fn(
     check_choice(prediction_type, "prediction_type", PREDICTION_TYPES), check_schedule(schedule)
     strength = check_float(strength, "strength", low=0.0)
     scale_factor = check_float(scale_factor, "scale_factor", low=0.0, low_open=True)
-    if not callable(model_fn):
-        raise TypeError(f"model_fn must be callable as model_fn(z_t, t), got {type(model_fn).__name__}")
+    check_callable(model_fn, "model_fn", "model_fn(z_t, t)")
     _check_decoder(decoder)
     check_array(
         x_known_std, "x_known_std", shape=(None, decoder.input_size), dtype=decoder.dtype, finite=False

@@ -37,6 +37,7 @@ from .backend import get_array_module, to_numpy
 from .diffusion import PREDICTION_TYPES, _eps_from, _x0_from, gather
 from .validation import (
     check_array,
+    check_callable,
     check_choice,
     check_diffusion_arrays,
     check_float,
@@ -417,11 +418,6 @@ class StepTrace:
 # --------------------------------------------------------------------------
 
 
-def _check_callable(f: Any, name: str, how: str) -> None:
-    if not callable(f):
-        raise TypeError(f"{name} must be callable as {how}, got {type(f).__name__}")
-
-
 def _call_model(model: Callable, x: Any, t: int, xp: Any) -> Any:
     """model(x, t as an int64 array [batch] on x's device), its output checked for shape and dtype."""
     t_batch = xp.full(x.shape[0], t, dtype=xp.int64)  # [batch]
@@ -479,7 +475,7 @@ def sample(
     a tqdm bar. clip_sample: None (default, latents are not in [-1, 1]) or c
     to clip x0_hat to [-c, c] at every step.
     """
-    _check_callable(model, "model", "model(x_t, t)")
+    check_callable(model, "model", "model(x_t, t)")
     xp = get_array_module(check_schedule(schedule)["alphas_cumprod"])
     dt = schedule["alphas_cumprod"].dtype
     T = schedule["num_steps"]
@@ -495,7 +491,7 @@ def sample(
         None if clip_sample is None else check_float(clip_sample, "clip_sample", low=0.0, low_open=True)
     )
     if callback is not None:
-        _check_callable(callback, "callback", "callback(trace)")
+        check_callable(callback, "callback", "callback(trace)")
     if rng is not None:
         check_rng(rng)  # refused even where nothing is drawn
     if sampler == "ddim":
@@ -583,7 +579,7 @@ def ddim_invert(
 
     x0: [batch, latent] in the schedule's dtype -> x_T: [batch, latent].
     """
-    _check_callable(model, "model", "model(x_t, t)")
+    check_callable(model, "model", "model(x_t, t)")
     xp = get_array_module(check_schedule(schedule)["alphas_cumprod"])
     check_choice(prediction_type, "prediction_type", PREDICTION_TYPES)
     check_samples(x0, "x0", schedule["alphas_cumprod"].dtype)
