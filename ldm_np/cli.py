@@ -43,6 +43,7 @@ from .runs import (
     sigterm_as_interrupt,
 )
 from .training import TrainingDiverged
+from .vae import OUTPUT_ACTIVATIONS
 from .versions import version_line
 
 __all__ = ["MODEL_FILE", "RUN_FILE", "UserError", "build_parser", "main"]
@@ -64,6 +65,7 @@ DEMO_CONFIG = {
     "vae_batch_size": 128,
     "kl_weight": 1.0,
     "recon_std": 0.053,
+    "output_activation": "linear",
     "denoiser_steps": 3500,
     "denoiser_batch_size": 256,
 }
@@ -158,6 +160,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="std of the Gaussian likelihood, in standardised data units (default: %(default)s)",
     )
     g.add_argument(
+        "--output-activation",
+        choices=list(OUTPUT_ACTIVATIONS),
+        default=DEMO_CONFIG["output_activation"],
+        help="the decoder's output: sigmoid for data scaled to [0, 1], linear for standardised data "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
         "--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (default: off)"
     )
     g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="(default: %(default)s)")
@@ -181,6 +190,7 @@ def config_from_args(args: argparse.Namespace, input_size: int, num_classes: int
         vae_lr=args.vae_lr,
         kl_weight=args.kl_weight,
         recon_std=args.recon_std,
+        output_activation=args.output_activation,
         denoiser_steps=args.denoiser_steps,
         denoiser_batch_size=args.denoiser_batch_size,
         denoiser_lr=args.denoiser_lr,
@@ -195,7 +205,7 @@ DATA_OPTIONS = ("dataset", "num_rows", "holdout", "conditional")
 MODEL_OPTIONS = (
     "latent_size", "hidden_size", "num_layers", "num_steps", "schedule", "prediction_type", "time_input",
     "vae_batch_size", "denoiser_batch_size", "vae_lr", "denoiser_lr", "kl_weight", "recon_std",
-    "min_snr_gamma", "ema_decay", "seed",
+    "output_activation", "min_snr_gamma", "ema_decay", "seed",
 )  # fmt: skip
 # Flags that may differ on --resume: more (or fewer, not below the steps done) training steps, and
 # how the run is carried out. Every other flag must match the stored run or be left out.

@@ -88,7 +88,7 @@ def dense_backward(dy: Any, cache: Any) -> tuple[Any, Any, Any]:
 
 
 # --------------------------------------------------------------------------
-# SiLU
+# Sigmoid and SiLU
 # --------------------------------------------------------------------------
 
 
@@ -100,6 +100,26 @@ def sigmoid(x: Any) -> Any:
     """
     xp = get_array_module(x)
     return 0.5 * (1.0 + xp.tanh(0.5 * x))
+
+
+def sigmoid_forward(x: Any) -> tuple[Any, Any]:
+    """y = sigma(x), the decoder's optional output activation. Any shape.
+
+    The cache holds y itself: the derivative is written in terms of it.
+    """
+    y = sigmoid(x)
+    return y, y
+
+
+def sigmoid_backward(dy: Any, cache: Any) -> Any:
+    """dx = dL/dx of y = sigma(x), from dy = dL/dy; cache = y, shaped like x.
+
+    Formula:
+        dx = dy * y * (1 - y)
+        (from d/dx sigma(x) = sigma(x) (1 - sigma(x)))
+    """
+    y = cache
+    return dy * y * (1.0 - y)
 
 
 def silu_forward(x: Any) -> tuple[Any, Any]:

@@ -42,12 +42,24 @@ def build_decoder(
     latent_size: int = DEFAULTS["latent_size"],
     hidden_size: int = DEFAULTS["hidden_size"],
     *,
+    output_activation: str = "linear",
     seed: int = 0,
     dtype: Any = "float32",
     device: str = "cpu",
 ) -> Decoder:
-    """The VAE decoder: z [batch, latent_size] -> x_hat [batch, input_size]."""
-    return Decoder(input_size, latent_size, hidden_size, seed=seed, dtype=dtype, device=device)
+    """The VAE decoder: z [batch, latent_size] -> x_hat [batch, input_size].
+
+    ``output_activation="sigmoid"`` bounds x_hat to (0, 1), for data scaled to [0, 1].
+    """
+    return Decoder(
+        input_size,
+        latent_size,
+        hidden_size,
+        output_activation=output_activation,
+        seed=seed,
+        dtype=dtype,
+        device=device,
+    )
 
 
 def build_denoiser(

@@ -7,8 +7,9 @@
 
 Data are standardised on the way in (a per-feature mean and one global
 standard deviation, so constant features such as blank border pixels are not
-blown up) and mapped back, clipped to the range seen in training, on the way
-out. Latents are multiplied by the scale factor s = 1 / std(z) before
+blown up; or, for a decoder with a sigmoid output, the global minimum and
+range, so the data fill [0, 1] as the sigmoid does) and mapped back, clipped
+to the range seen in training, on the way out. Latents are multiplied by the scale factor s = 1 / std(z) before
 diffusion, so the denoiser sees unit-variance data as the noise schedule
 assumes (Rombach et al., 2022, section 4.3.2), and divided by it before
 decoding.
@@ -47,6 +48,7 @@ from .training import (
     step_rng,
     vae_step,
 )
+from .vae import OUTPUT_ACTIVATIONS
 from .validation import check_array, check_choice, check_dtype_name, check_float, check_int
 
 # A latent dimension whose KL stays below this (nats) carries no information.
@@ -99,7 +101,8 @@ class LDMConfig:
     vae_batch_size: int = 128
     vae_lr: float = 1e-3
     kl_weight: float = 1.0
-    recon_std: float = 0.1
+    recon_std: float = 0.1  # in the units of the standardised data
+    output_activation: str = "linear"  # the decoder's: "sigmoid" for data scaled to [0, 1]
     # Stage 2: the denoiser.
     denoiser_steps: int = 3500
     denoiser_batch_size: int = 256
@@ -127,6 +130,7 @@ class LDMConfig:
         check_choice(self.schedule, "schedule", KINDS)
         check_choice(self.prediction_type, "prediction_type", PREDICTION_TYPES)
         check_choice(self.time_input, "time_input", TIME_INPUTS)
+        check_choice(self.output_activation, "output_activation", OUTPUT_ACTIVATIONS)
         check_dtype_name(self.dtype)
         for name in ("vae_lr", "denoiser_lr", "recon_std"):
             check_float(getattr(self, name), name, low=0.0, low_open=True)
@@ -159,7 +163,14 @@ class LatentDiffusion:
         c = self.config
         common = {"dtype": c.dtype, "device": device}
         self.encoder = build_encoder(c.input_size, c.latent_size, c.hidden_size, seed=c.seed, **common)
-        self.decoder = build_decoder(c.input_size, c.latent_size, c.hidden_size, seed=c.seed + 1, **common)
+        self.decoder = build_decoder(
+            c.input_size,
+            c.latent_size,
+            c.hidden_size,
+            output_activation=c.output_activation,
+            seed=c.seed + 1,
+            **common,
+        )
         self.denoiser = self._new_denoiser(seed=c.seed + 2)
         self.schedule = make_schedule(c.num_steps, c.beta_start, c.beta_end, c.schedule, **common)
         self.vae_optimizer = Adam(lr=c.vae_lr)
@@ -237,13 +248,23 @@ class LatentDiffusion:
         return to_device(labels.astype(np.int64), self.device)
 
     def _fit_data_stats(self, X: Any) -> None:
-        self.data_mean = X.mean(axis=0)
-        self.data_std = float(to_numpy(X.std())) or 1.0  # a host sync, once, before training
+        if self.config.output_activation == "sigmoid":
+            # Shift by the minimum, divide by the range: the data fill [0, 1], the sigmoid's range.
+            low = float(to_numpy(X.min()))  # host syncs, once, before training
+            self.data_mean = self.xp.full(X.shape[1], low, dtype=X.dtype)
+            self.data_std = float(to_numpy(X.max())) - low or 1.0
+        else:
+            self.data_mean = X.mean(axis=0)
+            self.data_std = float(to_numpy(X.std())) or 1.0  # a host sync, once, before training
         self.data_min = X.min(axis=0)
         self.data_max = X.max(axis=0)
 
     def standardize(self, X: Any) -> Any:
-        """(X - mean) / std with the training data's statistics: X [n, input_size] -> [n, input_size]."""
+        """(X - mean) / std with the training data's statistics: X [n, input_size] -> [n, input_size].
+
+        mean and std are a per-feature mean and the global standard deviation
+        (a linear decoder), or the global minimum and range (a sigmoid one).
+        """
         check_array(X, "X", shape=(None, self.config.input_size), finite=False)  # fit/encode checked values
         return (X - self.data_mean) * (1.0 / self.data_std)
 

@@ -2,7 +2,8 @@
 
 Encoder: dense(in->h) SiLU dense(h->h) SiLU, then two heads dense(h->latent)
 for ``mu`` and ``log_var``. Decoder: dense(latent->h) SiLU dense(h->h) SiLU
-dense(h->in). Layer names follow Edifice's ``LatentDiffusion``, the design ldm_np keeps:
+dense(h->in), then, with ``output_activation="sigmoid"``, a sigmoid (for data
+scaled to [0, 1]). Layer names follow Edifice's ``LatentDiffusion``, the design ldm_np keeps:
 ``enc_dense_0``, ``enc_dense_1``, ``enc_mu``, ``enc_log_var``,
 ``dec_dense_0``, ``dec_dense_1``, ``dec_output``.
 """
@@ -15,11 +16,20 @@ import numpy as np
 
 from . import anomaly
 from .backend import get_array_module
-from .layers import dense_backward, dense_forward, init_dense, silu_backward, silu_forward
+from .layers import (
+    dense_backward,
+    dense_forward,
+    init_dense,
+    sigmoid_backward,
+    sigmoid_forward,
+    silu_backward,
+    silu_forward,
+)
 from .module import Module
-from .validation import check_array, check_dtype_name, check_int, check_rng
+from .validation import check_array, check_choice, check_dtype_name, check_int, check_rng
 
 LOG_VAR_MIN, LOG_VAR_MAX = -30.0, 20.0
+OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
 
 
 # --------------------------------------------------------------------------
@@ -173,7 +183,15 @@ class Encoder(Module):
 
 
 class Decoder(Module):
-    """z [batch, latent_size] -> x_hat [batch, input_size] (no output activation)."""
+    """z [batch, latent_size] -> x_hat [batch, input_size].
+
+    ``output_activation``: ``"linear"`` (default) leaves x_hat unbounded, for
+    standardised data; ``"sigmoid"`` squashes it into (0, 1), for data scaled
+    to [0, 1]. A decoded latent that misses every training latent (as a
+    sample from the denoiser does, a little) then still decodes to pixels in
+    range: a flat background stays flat instead of picking up the linear
+    output's noise (README: "Quality on the digits").
+    """
 
     def __init__(
         self,
@@ -181,6 +199,7 @@ class Decoder(Module):
         latent_size: int,
         hidden_size: int,
         *,
+        output_activation: str = "linear",
         seed: int = 0,
         dtype: Any = "float32",
         device: str = "cpu",
@@ -188,6 +207,7 @@ class Decoder(Module):
         self.input_size = check_int(input_size, "input_size")
         self.latent_size = check_int(latent_size, "latent_size")
         self.hidden_size = check_int(hidden_size, "hidden_size")
+        self.output_activation = check_choice(output_activation, "output_activation", OUTPUT_ACTIVATIONS)
         dt = check_dtype_name(dtype)
         rng = np.random.default_rng(check_int(seed, "seed", minimum=0))
         h = self.hidden_size
@@ -199,7 +219,10 @@ class Decoder(Module):
         super().__init__(params, device)
 
     def _config_repr(self) -> str:
-        return f"input_size={self.input_size}, latent_size={self.latent_size}, hidden_size={self.hidden_size}"
+        extra = (
+            "" if self.output_activation == "linear" else f", output_activation={self.output_activation!r}"
+        )
+        return f"input_size={self.input_size}, latent_size={self.latent_size}, hidden_size={self.hidden_size}{extra}"
 
     def __call__(self, z: Any) -> Any:
         check_array(z, "z", shape=(None, self.latent_size), dtype=self.dtype)
@@ -215,15 +238,20 @@ class Decoder(Module):
         a, s1 = silu_forward(a)
         anomaly.check(a, "Decoder", "dec_dense_1", "forward")
         x_hat, c2 = dense_forward(a, **p["dec_output"])  # [batch, input]
+        c3 = None
+        if self.output_activation == "sigmoid":
+            x_hat, c3 = sigmoid_forward(x_hat)
         anomaly.check(x_hat, "Decoder", "dec_output", "forward")
-        self._cache = (c0, s0, c1, s1, c2)
+        self._cache = (c0, s0, c1, s1, c2, c3)
         return x_hat
 
     def backward(self, dx_hat: Any) -> Any:
         """Fill ``grads`` from dL/dx_hat; return dL/dz [batch, latent_size]."""
-        c0, s0, c1, s1, c2 = self._take_cache()
+        c0, s0, c1, s1, c2, c3 = self._take_cache()
         check_array(dx_hat, "dx_hat", shape=(c0[0].shape[0], self.input_size), dtype=self.dtype, finite=False)
         g = self.grads
+        if c3 is not None:
+            dx_hat = sigmoid_backward(dx_hat, c3)
         da, g["dec_output"]["kernel"], g["dec_output"]["bias"] = dense_backward(dx_hat, c2)
         anomaly.check_layers("Decoder", "backward", ("dec_output", g["dec_output"]), ("dec_output", da))
         da = silu_backward(da, s1)

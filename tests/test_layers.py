@@ -28,6 +28,8 @@ from ldm_np.layers import (
     residual_block_backward,
     residual_block_forward,
     sigmoid,
+    sigmoid_backward,
+    sigmoid_forward,
     silu_backward,
     silu_forward,
     timestep_embedding,
@@ -85,6 +87,23 @@ def test_silu_values_and_gradient(x, seed):
     dx = silu_backward(dout, cache)
     (err,) = grad_errors(lambda: silu_forward(x)[0], [x], [dx], dout)
     assert err < TOL
+
+
+@given(x=st.tuples(batches, widths).flatmap(lambda s: float_arrays(s, bound=8.0)), seed=seeds)
+def test_sigmoid_values_and_gradient(x, seed):
+    y, cache = sigmoid_forward(x)
+    np.testing.assert_allclose(y, 1.0 / (1.0 + np.exp(-x)), rtol=1e-12, atol=1e-15)
+    dout = make_rng(seed).standard_normal(x.shape)
+    dx = sigmoid_backward(dout, cache)
+    (err,) = grad_errors(lambda: sigmoid_forward(x)[0], [x], [dx], dout)
+    assert err < TOL
+
+
+def test_sigmoid_backward_without_the_one_minus_y_is_caught(rng):
+    x, dout = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    y, _ = sigmoid_forward(x)
+    (err,) = grad_errors(lambda: sigmoid_forward(x)[0], [x], [dout * y], dout)  # forgot (1 - y)
+    assert err > 1e-2
 
 
 def test_sigmoid_is_finite_and_saturates_for_extreme_float32():

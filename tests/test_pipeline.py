@@ -222,3 +222,18 @@ def test_bad_config_names_the_field(field, value, error):
 def test_labels_on_an_unconditional_model_are_refused(trained):
     with pytest.raises(ValueError, match="unconditional"):
         trained.sample(4, labels=np.zeros(4, dtype=np.int64))
+
+
+def test_a_sigmoid_decoder_sees_the_data_scaled_to_zero_one_and_keeps_it_through_a_save(digits, tmp_path):
+    X = digits[0] * 16.0  # the raw grey levels 0..16: the scaling must not assume [0, 1]
+    model = LatentDiffusion(input_size=64, output_activation="sigmoid", **{**TINY, "denoiser_steps": 5})
+    model.fit(X, progress=False)
+    Xs = model.standardize(X)
+    assert float(Xs.min()) == 0.0 and float(Xs.max()) == 1.0  # min and range: the sigmoid's [0, 1]
+    np.testing.assert_allclose(model.unstandardize(Xs), X, atol=1e-5)
+    assert model.decoder.output_activation == "sigmoid"
+    x = model.sample(16, seed=0)
+    assert (x >= 0.0).all() and (x <= 16.0).all()
+    loaded = LatentDiffusion.load(model.save(tmp_path / "m.safetensors"))
+    assert loaded.config.output_activation == "sigmoid" and loaded.decoder.output_activation == "sigmoid"
+    np.testing.assert_array_equal(loaded.sample(16, seed=0), x)

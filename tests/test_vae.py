@@ -172,10 +172,11 @@ def vae_backward(encoder, decoder, x, eps, target):
     return encoder.backward(dmu + dmu_kl, dlog_var + dlog_var_kl)
 
 
-def vae_errors(seed=0):
+def vae_errors(seed=0, output_activation="linear"):
     rng = np.random.default_rng(seed)
     encoder = perturb_params(build_encoder(5, 3, 4, seed=seed, dtype="float64"), rng)
-    decoder = perturb_params(build_decoder(5, 3, 4, seed=seed + 1, dtype="float64"), rng)
+    decoder = build_decoder(5, 3, 4, output_activation=output_activation, seed=seed + 1, dtype="float64")
+    decoder = perturb_params(decoder, rng)
     x, eps = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
     target = x.copy()
 
@@ -192,9 +193,10 @@ def vae_errors(seed=0):
     return errors
 
 
+@pytest.mark.parametrize("output_activation", ["linear", "sigmoid"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_vae_loss_gradients_through_every_parameter(seed):
-    errors = vae_errors(seed)
+def test_vae_loss_gradients_through_every_parameter(seed, output_activation):
+    errors = vae_errors(seed, output_activation)
     assert len(errors) == 1 + 2 * 4 + 2 * 3  # the input, 4 encoder and 3 decoder dense layers
     assert max(errors.values()) < TOL, errors
 
@@ -208,3 +210,18 @@ def test_a_reparameterize_backward_missing_the_half_is_caught(monkeypatch):
     errors = vae_errors(0)
     assert errors["enc_log_var.kernel"] > 1e-2 and errors["enc_log_var.bias"] > 1e-2
     assert errors["dec_output.kernel"] < TOL  # the decoder is untouched by the bug
+
+
+def test_a_sigmoid_decoder_outputs_probabilities_and_names_its_activation(rng):
+    linear = build_decoder(5, 3, 4, seed=1, dtype="float64")
+    squashed = build_decoder(5, 3, 4, output_activation="sigmoid", seed=1, dtype="float64")
+    z = 10.0 * rng.standard_normal((6, 3))
+    logits, x_hat = linear(z), squashed(z)  # same seed: same weights
+    np.testing.assert_allclose(x_hat, 1.0 / (1.0 + np.exp(-logits)), rtol=1e-12)
+    assert ((x_hat >= 0.0) & (x_hat <= 1.0)).all()
+    assert "output_activation='sigmoid'" in repr(squashed) and "output_activation" not in repr(linear)
+
+
+def test_an_unknown_output_activation_is_refused():
+    with pytest.raises(ValueError, match="output_activation"):
+        build_decoder(5, 3, 4, output_activation="tanh")
