@@ -670,6 +670,10 @@ PROBED = {
         _metrics().nearest_distance,
         {"a": _arrays((20, 3))[0], "b": _arrays((20, 3))[0]},
     ),
+    "ldm_np.evaluation.metrics.nearest_neighbour": lambda: (
+        _metrics().nearest_neighbour,
+        {"a": _arrays((20, 3))[0], "b": _arrays((20, 3))[0]},
+    ),
     "ldm_np.evaluation.evaluate.split_halves": lambda: (
         importlib.import_module("ldm_np.evaluation").split_halves,
         {"n": 10, "seed": 1},
@@ -989,6 +993,10 @@ PROBED = {
             "path": _tmp("rg.png"),
             "value_range": (0.0, 1.0),
         },
+    ),
+    "ldm_np.figures.plots.nearest_neighbours": lambda: (
+        _plots().nearest_neighbours,
+        {"samples": _images(2), "train": _images(3), "shape": (8, 8), "path": _tmp("nn.png"), "columns": 2},
     ),
     "ldm_np.figures.plots.reconstructions": lambda: (
         _plots().reconstructions,

@@ -58,6 +58,7 @@ def all_figures(tmp_path, schedule):
         ),
         ("real_vs_generated.png", lambda p: figures.real_vs_generated(IMAGES, IMAGES[:7], (8, 8), path=p)),
         ("reconstructions.png", lambda p: figures.reconstructions(IMAGES, IMAGES[::-1], (8, 8), path=p)),
+        ("nearest.png", lambda p: figures.nearest_neighbours(IMAGES[:4] + 0.1, IMAGES, (8, 8), path=p)),
         (
             "loss_curves.png",
             lambda p: figures.loss_curves(
@@ -148,6 +149,8 @@ def test_forward_noising_uses_the_seed(tmp_path, schedule):
         (lambda s: figures.image_grid(IMAGES, nrows=13), "nrows"),
         (lambda s: figures.real_vs_generated(IMAGES, np.zeros((4, 16)), (8, 8)), "generated has 16"),
         (lambda s: figures.reconstructions(IMAGES, IMAGES[:5], (8, 8)), "same shape"),
+        (lambda s: figures.nearest_neighbours(IMAGES, np.zeros((4, 16)), (8, 8)), "train has 16"),
+        (lambda s: figures.nearest_neighbours(IMAGES, IMAGES, (8, 8), columns=0), "columns"),
         (lambda s: figures.loss_curves({}), "non-empty"),
         (lambda s: figures.loss_curves({"vae": [1.0, 2.0]}), r"histories\['vae'\]"),
         (lambda s: figures.forward_noising(IMAGES, s, [0, 100], (8, 8)), "timesteps must lie in 0..99"),
@@ -209,3 +212,17 @@ def test_data_kind_follows_the_shape(width, shape, kind):
     from ldm_np.figures.report import data_kind
 
     assert data_kind(width, shape) == kind
+
+
+def test_nearest_neighbours_pairs_each_sample_with_its_nearest_training_image():
+    train = IMAGES
+    samples = train[[5, 2, 7]] + 0.01  # each a near copy of one training image
+    fig = figures.nearest_neighbours(samples, train, (8, 8))
+    ax = fig.axes[0]
+    mosaic = ax.get_images()[0].get_array()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.08"] * 3  # sqrt(64) * 0.01
+    # The mosaic pads each 8x8 tile with one blank pixel: row r, column c starts at 1 + 9 r, 1 + 9 c.
+    for c, k in enumerate([5, 2, 7]):
+        np.testing.assert_allclose(mosaic[1:9, 1 + 9 * c : 9 + 9 * c], samples[c].reshape(8, 8))
+        np.testing.assert_allclose(mosaic[10:18, 1 + 9 * c : 9 + 9 * c], train[k].reshape(8, 8))
+    plt.close(fig)

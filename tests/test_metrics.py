@@ -15,6 +15,7 @@ from ldm_np.evaluation.metrics import (
     memorisation_rate,
     mmd,
     nearest_distance,
+    nearest_neighbour,
     precision_recall,
 )
 
@@ -275,6 +276,16 @@ def test_nearest_distance_matches_a_brute_force_loop():
     got = nearest_distance(a, b)
     assert got.shape == (40,) and got.dtype == np.float64
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_nearest_neighbour_gives_the_brute_force_index_and_its_distance():
+    rng = np.random.default_rng(21)
+    a, b = rng.standard_normal((30, 5)), rng.standard_normal((45, 5))
+    index, distance = nearest_neighbour(a, b)
+    expected = np.array([np.argmin([np.linalg.norm(x - y) for y in b]) for x in a])
+    np.testing.assert_array_equal(index, expected)
+    np.testing.assert_allclose(distance, np.linalg.norm(a - b[expected], axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(distance, nearest_distance(a, b))
 
 
 def test_nearest_distance_of_exact_copies_is_exactly_zero():

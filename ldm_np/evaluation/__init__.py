@@ -5,6 +5,28 @@
 - ``evaluate``: a trained model's samples against held-out real data, and the text report.
 """
 
-from .evaluate import evaluate_model, evaluate_samples, feature_fn, format_report, split_halves
+from .evaluate import (
+    evaluate_model,
+    evaluate_run,
+    evaluate_samples,
+    feature_fn,
+    feature_spaces,
+    format_report,
+    format_table,
+    score_sets,
+    split_halves,
+    summarise,
+)
 
-__all__ = ["evaluate_model", "evaluate_samples", "feature_fn", "format_report", "split_halves"]
+__all__ = [
+    "evaluate_model",
+    "evaluate_run",
+    "evaluate_samples",
+    "feature_fn",
+    "feature_spaces",
+    "format_report",
+    "format_table",
+    "score_sets",
+    "split_halves",
+    "summarise",
+]

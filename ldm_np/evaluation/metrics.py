@@ -46,6 +46,7 @@ __all__ = [
     "memorisation_rate",
     "mmd",
     "nearest_distance",
+    "nearest_neighbour",
     "precision_recall",
 ]
 
@@ -333,10 +334,10 @@ def mmd(a: Any, b: Any, bandwidth: float | None = None) -> float:
 # --------------------------------------------------------------------------
 
 
-def nearest_distance(a: Any, b: Any) -> np.ndarray:
-    """Euclidean distance from each row of ``a`` to its nearest row of ``b``.
+def nearest_neighbour(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest row of ``b`` to each row of ``a``, and the Euclidean distance to it.
 
-        out_i = min_j ||a_i - b_j||
+        index_i = argmin_j ||a_i - b_j||,   distance_i = ||a_i - b_{index_i}||
 
     The search uses the matrix-product expansion of ||a_i - b_j||^2 in chunks
     of rows of ``a`` (memory stays near 128 MB whatever n and m); the distance
@@ -350,7 +351,8 @@ def nearest_distance(a: Any, b: Any) -> np.ndarray:
 
     Returns
     -------
-    array [n] of float64.
+    index : array [n] of int64, rows of ``b``.
+    distance : array [n] of float64.
     """
     a = _as_samples(a, "a", min_rows=1)
     b = _as_samples(b, "b", min_rows=1)
@@ -362,7 +364,15 @@ def nearest_distance(a: Any, b: Any) -> np.ndarray:
         d2 = _sq_dists(a[start : start + step], b, b_sq)  # [chunk, m]
         nearest[start : start + step] = d2.argmin(axis=1)
     diff = a - b[nearest]  # [n, d]
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))  # [n]
+    return nearest, np.sqrt(np.einsum("ij,ij->i", diff, diff))  # [n], [n]
+
+
+def nearest_distance(a: Any, b: Any) -> np.ndarray:
+    """Euclidean distance from each row of ``a`` [n, d] to its nearest row of ``b`` [m, d]: [n].
+
+    out_i = min_j ||a_i - b_j||      (``nearest_neighbour``'s distances)
+    """
+    return nearest_neighbour(a, b)[1]
 
 
 # --------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..backend import to_numpy
+from ..evaluation.metrics import nearest_neighbour
 from ..validation import check_callable, check_int, check_path, check_seed
 
 __all__ = [
@@ -393,6 +394,48 @@ def reconstructions(
     ax = fig.add_subplot()
     _draw_tiles(ax, tiles, value_range=value_range, row_labels=labels)
     ax.set_title(f"Reconstructions (mean squared error {mse:.4g})")
+    return _finish(fig, path)
+
+
+@_styled
+def nearest_neighbours(
+    samples: Any,
+    train: Any,
+    shape: tuple[int, int] = (8, 8),
+    path: Any = None,
+    *,
+    columns: int = 10,
+    value_range: tuple[float, float] | None = PIXEL_RANGE,
+) -> Figure:
+    """Samples (top row) above their nearest training images (bottom row), nearest in pixels.
+
+    samples : [n, h*w] or [n, h, w], the first ``columns`` of them are drawn;
+    train : [m, h*w] or [m, h, w], the images the model trained on. Each
+    column's header is the Euclidean pixel distance of the pair. A model that
+    copies its training set shows identical pairs at distance 0; one that
+    draws new images shows relatives, not twins.
+    """
+    columns = check_int(columns, "columns")
+    gen = _as_images(samples, "samples", shape)[:columns]  # [n, h, w]
+    real = _as_images(train, "train", shape)
+    if gen.shape[1:] != real.shape[1:]:
+        raise ValueError(
+            f"samples and train must have the same image size, got {list(gen.shape[1:])} and {list(real.shape[1:])}"
+        )
+    n, h, w = gen.shape
+    index, distance = nearest_neighbour(gen.reshape(n, -1), real.reshape(len(real), -1))
+    tiles = np.stack([gen, real[index]])  # [2, n, h, w]
+    size = _tile_inches(h, w, headers=True)
+    fig = plt.figure(figsize=(n * size + 1.8, 2 * size + 0.9), layout="constrained")
+    ax = fig.add_subplot()
+    _draw_tiles(
+        ax,
+        tiles,
+        value_range=value_range,
+        row_labels=["sample", "nearest\ntraining"],
+        col_labels=[f"{d:.2f}" for d in distance],
+    )
+    ax.set_title("Samples and their nearest training images (pixel distance above each pair)")
     return _finish(fig, path)
 
 

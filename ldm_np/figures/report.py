@@ -63,6 +63,7 @@ def write_figures(
     (the latents, or their first two principal components). Then by shape:
 
     - images: samples.png (real beside generated), reconstructions.png,
+      nearest_training.png (samples above their nearest training images),
       forward_noising.png, reverse_process.png/.gif; for a class-conditional
       model class_grid.png and guidance.png; given ``holdout`` rows (not
       trained on), inpainting.png;
@@ -145,6 +146,7 @@ def write_figures(
         "reconstructions.png",
         lambda p: figures.reconstructions(real[:16], decode(model.encode(real[:16])), shape, path=p),
     )
+    attempt("nearest_training.png", lambda p: figures.nearest_neighbours(samples, X, shape, path=p))
     forward_steps = [round(f * (model.config.num_steps - 1)) for f in FORWARD_FRACTIONS]
     attempt(
         "forward_noising.png",
