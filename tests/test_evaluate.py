@@ -84,6 +84,11 @@ def test_a_perfect_generator_scores_near_the_floor_and_a_copier_is_caught():
         assert s[space]["VAE reconstructions"]["ratio"][0] == pytest.approx(1.0)
     assert 0.02 < s["memorisation"][0] < 0.09
 
+    # The real halves share most rows with the training set, so copies of it score below the floor:
+    # a ratio below 1 is a claim to check against the memorisation rate.
+    for space in report["spaces"]:
+        assert s[space]["training rows (copies)"]["ratio"][0] < 0.8 * s[space]["samples"]["ratio"][0]
+
     copier = ReplayModel(X[train])
     assert (
         summarise(evaluate_run(copier, X, train, held, sample_seeds=2, num_splits=2))["memorisation"][0]
@@ -109,6 +114,14 @@ def test_the_table_names_every_row_and_space_and_skips_memorisation_without_held
     report = evaluate_run(ReplayModel(gaussian_data(600, 2)), X, train, held, sample_seeds=2, num_splits=2)
     assert report["memorisation"] is None
     text = format_table(report)
-    for words in ("Frechet distance", "real floor", "VAE reconstructions", "samples", "precision", "recall"):
+    for words in (
+        "Frechet distance",
+        "real floor",
+        "VAE reconstructions",
+        "copies",
+        "samples",
+        "precision",
+        "recall",
+    ):
         assert words in text
     assert "memorisation: not measured" in text and "data through PCA (6)" in text

@@ -11,7 +11,8 @@ means the samples are as close to the data as more real data would be.
 random splits and the samples over several seeds, each with its spread; two
 feature spaces that share nothing; k-NN precision and recall; the
 memorisation rate against held-out digits; and the VAE's reconstructions
-scored the same way, the ceiling for the diffusion stage. ``evaluate_samples``
+scored the same way, the ceiling for a model that draws new digits; and
+the training rows themselves, the score of a copier. ``evaluate_samples``
 is its one-split, one-seed sketch, for tutorials.
 
 Feature space: for the digits, the penultimate layer of a small classifier
@@ -325,7 +326,12 @@ def evaluate_run(
       with its spread over splits, the samples with their spread over
       ``sample_seeds`` seeds (seed, seed + 1, ...), and the VAE's
       reconstructions (posterior mean, decoded) of the other half, the ceiling
-      the diffusion stage cannot beat.
+      a model that draws new rows cannot beat;
+    - ``sample_seeds`` sets of ``size`` training rows themselves (a copier's
+      samples), scored the same way: the score that copying the training set
+      would get. The real halves share most of their rows with the training
+      set, so copies score below the floor; a ratio below 1 is then read with
+      the memorisation rate beside it.
     - Memorisation in data space (``memorisation_rate``), against the
       training rows ``X[train_idx]``, with the threshold from the held-out
       rows ``X[held_idx]``; None with fewer than 20 held-out rows.
@@ -350,6 +356,11 @@ def evaluate_run(
     def reconstruct(rows: np.ndarray) -> np.ndarray:
         return to_numpy(model.decode(model.encode(X[rows])))
 
+    copies = [
+        X[np.random.default_rng(seed + i).choice(train_idx, size, replace=len(train_idx) < size)]
+        for i in range(sample_seeds)
+    ]
+
     spaces = feature_spaces(dataset, X[train_idx])
     report: dict[str, Any] = {
         "size": size,
@@ -362,7 +373,7 @@ def evaluate_run(
         "steps": num_inference_steps,
         "sampling_seconds": sampling_seconds,
         "spaces": score_sets(
-            {"VAE reconstructions": reconstruct, "samples": samples},
+            {"VAE reconstructions": reconstruct, "training rows (copies)": copies, "samples": samples},
             X,
             spaces,
             size=size,
@@ -415,7 +426,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"evaluation: {r['size']} rows in every set compared: {r['sample_seeds']} sample seeds "
         f"({r['sampler']}, {r['steps']} steps, {r['sampling_seconds']:.1f} s), {r['num_splits']} random half "
         f"splits of the {r['num_real']} real rows; k-NN precision/recall with k = {r['k']}",
-        "Frechet distance: mean ± sd over splits (real floor, VAE reconstructions) or sample seeds (samples);"
+        "Frechet distance: mean ± sd over splits (real floor, VAE reconstructions) or sample seeds (copies, samples);"
         " ratio = FD / mean real floor",
     ]
     for space in r["spaces"]:
