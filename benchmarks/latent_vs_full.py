@@ -33,7 +33,8 @@ class PixelSpaceDiffusion(LatentDiffusion):
     """
 
     def __init__(self, **config):
-        super().__init__(**dict(config, latent_size=config["input_size"]))
+        # The pixels standardised, as the diffusion literature does; no decoder to squash them.
+        super().__init__(**dict(config, latent_size=config["input_size"], output_activation="linear"))
 
     def fit_vae(self, X, **_):
         self._fit_data_stats(self._prepare(X))
