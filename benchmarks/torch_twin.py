@@ -24,17 +24,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks.torch_ref import TorchDecoder, TorchDenoiser, TorchEncoder, ddim_timesteps
-from ldm_np.cli import DEMO_HOLDOUT, held_out_rows
-from ldm_np.datasets import load_dataset
-from ldm_np.evaluation import evaluate_run, format_table
-from ldm_np.schedules import make_schedule
+ROOT = Path(__file__).resolve().parent.parent  # `python benchmarks/torch_twin.py` from any folder
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.torch_ref import TorchDecoder, TorchDenoiser, TorchEncoder, ddim_timesteps  # noqa: E402
+from ldm_np.cli import DEMO_HOLDOUT, held_out_rows  # noqa: E402
+from ldm_np.datasets import load_dataset  # noqa: E402
+from ldm_np.evaluation import evaluate_run, format_table  # noqa: E402
+from ldm_np.schedules import make_schedule  # noqa: E402
 
 LATENT, HIDDEN, LAYERS, T = 8, 256, 4, 1000
 
