@@ -9,10 +9,10 @@ Data are standardised on the way in (a per-feature mean and one global
 standard deviation, so constant features such as blank border pixels are not
 blown up; or, for a decoder with a sigmoid output, the global minimum and
 range, so the data fill [0, 1] as the sigmoid does) and mapped back, clipped
-to the range seen in training, on the way out. Latents are multiplied by the scale factor s = 1 / std(z) before
-diffusion, so the denoiser sees unit-variance data as the noise schedule
-assumes (Rombach et al., 2022, section 4.3.2), and divided by it before
-decoding.
+to the range seen in training, on the way out. Latents are multiplied by the
+scale factor s = 1 / std(z) before diffusion, so the denoiser sees
+unit-variance data as the noise schedule assumes (Rombach et al., 2022,
+section 4.3.2), and divided by it before decoding.
 """
 
 from __future__ import annotations
