@@ -700,6 +700,17 @@ PROBED = {
             "quantile": 0.1,
         },
     ),
+    "ldm_np.evaluation.metrics.memorisation_threshold_spread": lambda: (
+        _metrics().memorisation_threshold_spread,
+        {
+            "samples": _arrays((5, 3))[0],
+            "train": _arrays((10, 3))[0],
+            "held_out": _arrays((6, 3))[0],
+            "quantile": 0.1,
+            "num_resamples": 20,
+            "seed": 0,
+        },
+    ),
     "ldm_np.evaluation.classifier.Classifier.__call__": lambda: (_classifier(), {"x": _arrays((6, 4))[0]}),
     "ldm_np.evaluation.classifier.Classifier.features": lambda: (
         _classifier().features,

@@ -83,6 +83,9 @@ def test_a_perfect_generator_scores_near_the_floor_and_a_copier_is_caught():
         assert abs(s[space]["samples"]["recall"][0] - real_recall) < 0.05
         assert s[space]["VAE reconstructions"]["ratio"][0] == pytest.approx(1.0)
     assert 0.02 < s["memorisation"][0] < 0.09
+    # 200 held-out rows set the threshold: about sqrt(0.05 * 0.95 / 200) = 1.5 points of spread from them.
+    assert 0.007 < s["memorisation_threshold_sd"] < 0.03
+    assert "held-out rows that set the threshold adds" in format_table(report)
 
     # The real halves share most rows with the training set, so copies of it score below the floor:
     # a ratio below 1 is a claim to check against the memorisation rate.

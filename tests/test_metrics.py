@@ -13,6 +13,7 @@ from ldm_np.evaluation.metrics import (
     frechet_distance_gaussians,
     knn_radii,
     memorisation_rate,
+    memorisation_threshold_spread,
     mmd,
     nearest_distance,
     nearest_neighbour,
@@ -378,6 +379,30 @@ def test_held_out_data_score_the_quantile_and_fresh_samples_near_it():
     assert 0.025 < memorisation_rate(fresh, train, held) < 0.08
     # Samples that lie off the data are never nearer than real data are.
     assert memorisation_rate(fresh + 10.0, train, held) == 0.0
+
+
+def test_the_threshold_spread_matches_the_spread_over_fresh_held_out_sets():
+    # Samples drawn like the data: the rate moves only because tau is a quantile of H held-out
+    # distances, about sqrt(q (1 - q) / H) = 1.5 points for q = 0.05 and H = 200.
+    rng = np.random.default_rng(7)
+    train, samples = rng.standard_normal((400, 3)), rng.standard_normal((5000, 3))
+    held_sets = [rng.standard_normal((200, 3)) for _ in range(150)]
+    true_sd = np.std([memorisation_rate(samples, train, h) for h in held_sets])
+    assert 0.7 * np.sqrt(0.05 * 0.95 / 200) < true_sd < 1.4 * np.sqrt(0.05 * 0.95 / 200)
+    bootstrap = np.mean([memorisation_threshold_spread(samples, train, h, seed=i) for i, h in enumerate(held_sets[:10])])
+    assert 0.6 * true_sd < bootstrap < 1.5 * true_sd
+    # Ten times the held-out rows: about a third of the spread.
+    big = rng.standard_normal((2000, 3))
+    assert memorisation_threshold_spread(samples, train, big) < 0.5 * bootstrap
+
+
+def test_the_threshold_spread_is_zero_where_the_threshold_cannot_matter():
+    rng = np.random.default_rng(8)
+    train, held = rng.standard_normal((300, 4)), rng.standard_normal((100, 4))
+    assert memorisation_threshold_spread(train[:50], train, held) == 0.0  # copies: always below tau
+    assert memorisation_threshold_spread(held + 20.0, train, held) == 0.0  # far off: never below
+    with pytest.raises(ValueError, match="num_resamples"):
+        memorisation_threshold_spread(held, train, held, num_resamples=1)
 
 
 def test_memorisation_rate_validation():

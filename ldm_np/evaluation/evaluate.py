@@ -29,7 +29,14 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..validation import check_array, check_callable, check_int
-from .metrics import frechet_distance, memorisation_rate, mmd, nearest_distance, precision_recall
+from .metrics import (
+    frechet_distance,
+    memorisation_rate,
+    memorisation_threshold_spread,
+    mmd,
+    nearest_distance,
+    precision_recall,
+)
 
 
 def _check_dataset(dataset: Any) -> str | None:
@@ -334,7 +341,9 @@ def evaluate_run(
       the memorisation rate beside it.
     - Memorisation in data space (``memorisation_rate``), against the
       training rows ``X[train_idx]``, with the threshold from the held-out
-      rows ``X[held_idx]``; None with fewer than 20 held-out rows.
+      rows ``X[held_idx]``, for each sample set, and the part of its spread
+      that comes from the held-out rows (``memorisation_threshold_spread``);
+      None with fewer than 20 held-out rows.
     """
     _check_model(model, "sample", "encode", "decode")
     check_array(X, "X", shape=(None, None))
@@ -382,9 +391,13 @@ def evaluate_run(
         ),
         "num_held_out": len(held_idx),
         "memorisation": None,
+        "memorisation_threshold_sd": None,
     }
     if len(held_idx) >= MIN_HELD_OUT:
         report["memorisation"] = [memorisation_rate(s, X[train_idx], X[held_idx]) for s in samples]
+        report["memorisation_threshold_sd"] = [
+            memorisation_threshold_spread(s, X[train_idx], X[held_idx], seed=seed) for s in samples
+        ]
     if dataset == "digits":
         from .classifier import digit_feature_model
 
@@ -412,6 +425,7 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         }
     if report.get("memorisation") is not None:
         out["memorisation"] = _mean_sd(report["memorisation"])
+        out["memorisation_threshold_sd"] = float(np.mean(report["memorisation_threshold_sd"]))
     return out
 
 
@@ -443,6 +457,10 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(
             f"memorisation (data space): {100 * m[0]:.1f}% ± {100 * m[1]:.1f}% of samples nearer a training row than "
             f"the 5th percentile of the {r['num_held_out']} held-out rows' distances (real held-out data: 5% by construction)"
+        )
+        lines.append(
+            f"  ± is the sd over sample seeds; the choice of the {r['num_held_out']} held-out rows that set the "
+            f"threshold adds ± {100 * summary['memorisation_threshold_sd']:.1f}% (bootstrap)"
         )
     else:
         lines.append(

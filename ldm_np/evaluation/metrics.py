@@ -17,7 +17,9 @@ Each metric compares two point clouds, ``a`` [n, d] and ``b`` [m, d]:
   2019): the share of samples inside the data's manifold (quality), and the
   share of the data inside the samples' manifold (coverage).
 - ``memorisation_rate``: the share of samples nearer a training row than
-  held-out real rows usually come (below their 5th percentile).
+  held-out real rows usually come (below their 5th percentile), and
+  ``memorisation_threshold_spread``: how much that share moves with the
+  choice of held-out rows that set the threshold.
 
 The metrics are not in the training loop, so they run on the host in NumPy
 and float64: CuPy inputs are copied to the host at the entrance.
@@ -44,6 +46,7 @@ __all__ = [
     "frechet_distance_gaussians",
     "knn_radii",
     "memorisation_rate",
+    "memorisation_threshold_spread",
     "mmd",
     "nearest_distance",
     "nearest_neighbour",
@@ -484,3 +487,37 @@ def memorisation_rate(samples: Any, train: Any, held_out: Any, quantile: float =
     quantile = check_float(quantile, "quantile", low=0.0, high=1.0, low_open=True)
     tau = np.quantile(nearest_distance(held_out, train), quantile)
     return float((nearest_distance(samples, train) < tau).mean())
+
+
+def memorisation_threshold_spread(
+    samples: Any, train: Any, held_out: Any, quantile: float = 0.05, num_resamples: int = 500, seed: int = 0
+) -> float:
+    """The sd of ``memorisation_rate`` that comes from the held-out rows alone (bootstrap).
+
+    tau is a low quantile of only H held-out distances, so another draw of
+    held-out rows gives another tau, and another rate. Resample the H
+    held-out distances with replacement ``num_resamples`` times:
+
+        tau_b  = the ``quantile`` of the b-th resample
+        rate_b = (1/M) sum_m 1[min_i ||s_m - x_i|| < tau_b]
+        spread = sd over b of rate_b
+
+    For samples drawn like the data it is about sqrt(q (1 - q) / H): 1.5
+    points for q = 0.05 and H = 200 held-out digits. A difference of rates
+    smaller than this says nothing about memorisation.
+    """
+    samples = _as_samples(samples, "samples", min_rows=1)
+    train = _as_samples(train, "train", min_rows=1)
+    held_out = _as_samples(held_out, "held_out", min_rows=1)
+    _check_widths(samples, train)
+    _check_widths(held_out, train)
+    quantile = check_float(quantile, "quantile", low=0.0, high=1.0, low_open=True)
+    num_resamples = check_int(num_resamples, "num_resamples", minimum=2)
+    seed = check_int(seed, "seed", minimum=0)
+    d_held = nearest_distance(held_out, train)  # [H]
+    d_samples = np.sort(nearest_distance(samples, train))  # [M], sorted to count with searchsorted
+    rng = np.random.default_rng(seed)
+    resamples = rng.choice(d_held, size=(num_resamples, d_held.shape[0]))  # [B, H]
+    taus = np.quantile(resamples, quantile, axis=1)  # [B]
+    rates = np.searchsorted(d_samples, taus, side="left") / d_samples.shape[0]  # share strictly below tau_b
+    return float(rates.std())
