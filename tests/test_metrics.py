@@ -389,7 +389,9 @@ def test_the_threshold_spread_matches_the_spread_over_fresh_held_out_sets():
     held_sets = [rng.standard_normal((200, 3)) for _ in range(150)]
     true_sd = np.std([memorisation_rate(samples, train, h) for h in held_sets])
     assert 0.7 * np.sqrt(0.05 * 0.95 / 200) < true_sd < 1.4 * np.sqrt(0.05 * 0.95 / 200)
-    bootstrap = np.mean([memorisation_threshold_spread(samples, train, h, seed=i) for i, h in enumerate(held_sets[:10])])
+    bootstrap = np.mean(
+        [memorisation_threshold_spread(samples, train, h, seed=i) for i, h in enumerate(held_sets[:10])]
+    )
     assert 0.6 * true_sd < bootstrap < 1.5 * true_sd
     # Ten times the held-out rows: about a third of the spread.
     big = rng.standard_normal((2000, 3))
