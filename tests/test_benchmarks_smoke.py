@@ -149,3 +149,27 @@ def test_ab_core_refuses_a_folder_without_ldm_np(tmp_path):
         check=False,
     )
     assert out.returncode == 2 and "holds no ldm_np/ package" in out.stderr
+
+
+def test_latent_against_full_space_prints_both_models_with_the_demo_evaluation():
+    script = REPO / "benchmarks" / "latent_vs_full.py"
+    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("model | "))
+    for column in ("FD ratio, classifier", "FD ratio, PCA", "precision / recall, classifier", "memorisation"):
+        assert column in header, header
+    for model in ("latent (z: 8)", "full space (x: 64)"):
+        row = next((line for line in lines if line.startswith(model)), None)
+        assert row is not None, out.stdout
+        assert len(row.split(" | ")) == len(header.split(" | ")), row
+        assert re.search(r"\d+(\.\d+)?%$", row), row  # the memorisation rate ends the row
