@@ -28,11 +28,11 @@ pytestmark = pytest.mark.skipif(not RUN.exists(), reason="benchmarks/run.py is n
 
 
 def run_benchmark(
-    *args: str, timeout: float = 180.0, env: dict[str, str] | None = None
+    *args: str, timeout: float = 180.0, env: dict[str, str] | None = None, script: Path = RUN
 ) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", **(env or {}))
     return subprocess.run(
-        [sys.executable, str(RUN), *args],
+        [sys.executable, str(script), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -152,16 +152,8 @@ def test_ab_core_refuses_a_folder_without_ldm_np(tmp_path):
 
 
 def test_latent_against_full_space_prints_both_models_with_the_demo_evaluation():
-    script = REPO / "benchmarks" / "latent_vs_full.py"
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
-    out = subprocess.run(
-        [sys.executable, str(script), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-        env=env,
-        check=False,
+    out = run_benchmark(
+        "--quick", script=REPO / "benchmarks" / "latent_vs_full.py", env={"OPENBLAS_NUM_THREADS": "1"}
     )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()

@@ -457,6 +457,16 @@ def precision_recall(real: Any, fake: Any, k: int = 3) -> tuple[float, float]:
 # --------------------------------------------------------------------------
 
 
+def _memorisation_inputs(samples: Any, train: Any, held_out: Any, quantile: float) -> tuple:
+    """The checked inputs of the memorisation measures: three host float64 arrays [rows, d], the quantile."""
+    samples = _as_samples(samples, "samples", min_rows=1)
+    train = _as_samples(train, "train", min_rows=1)
+    held_out = _as_samples(held_out, "held_out", min_rows=1)
+    _check_widths(samples, train)
+    _check_widths(held_out, train)
+    return samples, train, held_out, check_float(quantile, "quantile", low=0.0, high=1.0, low_open=True)
+
+
 def memorisation_rate(samples: Any, train: Any, held_out: Any, quantile: float = 0.05) -> float:
     """Share of samples nearer a training row than held-out real rows usually are.
 
@@ -479,12 +489,7 @@ def memorisation_rate(samples: Any, train: Any, held_out: Any, quantile: float =
     -------
     The rate, a float in [0, 1].
     """
-    samples = _as_samples(samples, "samples", min_rows=1)
-    train = _as_samples(train, "train", min_rows=1)
-    held_out = _as_samples(held_out, "held_out", min_rows=1)
-    _check_widths(samples, train)
-    _check_widths(held_out, train)
-    quantile = check_float(quantile, "quantile", low=0.0, high=1.0, low_open=True)
+    samples, train, held_out, quantile = _memorisation_inputs(samples, train, held_out, quantile)
     tau = np.quantile(nearest_distance(held_out, train), quantile)
     return float((nearest_distance(samples, train) < tau).mean())
 
@@ -506,12 +511,7 @@ def memorisation_threshold_spread(
     points for q = 0.05 and H = 200 held-out digits. A difference of rates
     smaller than this says nothing about memorisation.
     """
-    samples = _as_samples(samples, "samples", min_rows=1)
-    train = _as_samples(train, "train", min_rows=1)
-    held_out = _as_samples(held_out, "held_out", min_rows=1)
-    _check_widths(samples, train)
-    _check_widths(held_out, train)
-    quantile = check_float(quantile, "quantile", low=0.0, high=1.0, low_open=True)
+    samples, train, held_out, quantile = _memorisation_inputs(samples, train, held_out, quantile)
     num_resamples = check_int(num_resamples, "num_resamples", minimum=2)
     seed = check_int(seed, "seed", minimum=0)
     d_held = nearest_distance(held_out, train)  # [H]
