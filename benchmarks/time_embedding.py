@@ -8,7 +8,7 @@ latents with the same seed and budget, one per time input, all on the demo's
 1,597 training digits, and prints the final training loss and the demo's
 evaluation (``evaluate_run``: matched sizes, two feature spaces, memorisation).
 
-    python benchmarks/time_embedding.py            # about 8 minutes per seed on 2 CPU cores
+    python benchmarks/time_embedding.py            # about 9 minutes per seed with one BLAS thread
     python benchmarks/time_embedding.py --quick    # a smoke run
 """
 

@@ -408,6 +408,10 @@ def evaluate_run(
 def summarise(report: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of ``evaluate_run``'s report, per feature space.
 
+    With held-out rows, also ``"memorisation"``: (mean, sd over sample seeds)
+    of the rate, and ``"memorisation_threshold_sd"``: the rate's bootstrap sd
+    from the held-out rows that set its threshold, averaged over sample seeds.
+
     ratio = mean FD of the set / mean FD of the real floor; its spread is
     the sd over seeds (or splits) of each FD divided by the same mean floor.
     """
