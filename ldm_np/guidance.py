@@ -99,6 +99,26 @@ DEFAULT_INPAINT_STRENGTH = 1.5
 # --------------------------------------------------------------------------
 
 
+# The stream of the classes ``draw_classes`` draws, apart from the sampler's noise of the same seed.
+CLASS_STREAM = 1
+
+
+def draw_classes(labels: Any, n: int, seed: int = 0) -> np.ndarray:
+    """n classes drawn from the frequencies of ``labels``: y_i ~ Categorical(count_k / rows).
+
+    A class-conditional model samples the data's own distribution,
+    p(x) = sum_k p(k) p(x | k), when each sample's class k is drawn with the
+    training rows' frequencies p(k) and the model samples it at guidance
+    w = 1 (the conditional prediction itself).
+    labels: the training rows' classes, ints [rows] >= 0 (NumPy). Returns int64 [n].
+    """
+    labels = check_labels(labels, "labels", high=np.iinfo(np.int64).max, xp=np)
+    n, seed = check_int(n, "n"), check_int(seed, "seed", minimum=0)
+    counts = np.bincount(labels)  # [classes]
+    rng = np.random.default_rng([CLASS_STREAM, seed])
+    return rng.choice(counts.shape[0], size=n, p=counts / counts.sum()).astype(np.int64)
+
+
 def guide(cond: Any, uncond: Any, w: float) -> Any:
     """Classifier-free guidance: uncond + w (cond - uncond).
 
@@ -509,6 +529,7 @@ __all__ = [
     "DEFAULT_INPAINT_STRENGTH",
     "classifier_free_guidance_fn",
     "curvature_along",
+    "draw_classes",
     "format_guidance_report",
     "guidance_report",
     "guide",

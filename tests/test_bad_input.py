@@ -588,6 +588,10 @@ PROBED = {
         },
     ),
     # --- guidance
+    "ldm_np.guidance.draw_classes": lambda: (
+        _guidance.draw_classes,
+        {"labels": np.array([0, 2, 2]), "n": 4, "seed": 0},
+    ),
     "ldm_np.guidance.rescale_guidance": lambda: (
         _guidance.rescale_guidance,
         {"guided": _z(), "cond": _z(), "phi": 0.5},
@@ -805,6 +809,7 @@ PROBED = {
             "sampler": "ddim",
             "num_inference_steps": 2,
             "seed": 0,
+            "labels": None,
         },
     ),
     "ldm_np.oracle.OracleDenoiser": lambda: (

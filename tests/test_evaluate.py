@@ -128,3 +128,58 @@ def test_the_table_names_every_row_and_space_and_skips_memorisation_without_held
     ):
         assert words in text
     assert "memorisation: not measured" in text and "data through PCA (6)" in text
+
+
+class ClassReplayModel(ReplayModel):
+    """A class-conditional stand-in: sample(n, labels=y) returns, for each y_i, a pool row of class y_i.
+
+    With labels=None it returns rows of class 0 only (its "null label"), a
+    generator that has lost every other class.
+    """
+
+    def __init__(self, pool: np.ndarray, pool_labels: np.ndarray) -> None:
+        super().__init__(pool)
+        self.pool_labels = pool_labels
+        self.config = type("Config", (), {"num_classes": int(pool_labels.max()) + 1})()
+        self.asked: list[np.ndarray] = []
+
+    def sample(self, n: int, *, seed: int = 0, labels: np.ndarray | None = None, **_: object) -> np.ndarray:
+        labels = np.zeros(n, dtype=np.int64) if labels is None else labels
+        self.asked.append(labels)
+        rng = np.random.default_rng(seed)
+        return np.stack([self.pool[rng.choice(np.flatnonzero(self.pool_labels == k))] for k in labels])
+
+
+def two_class_data(n: int, seed: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """Class 1 (a share of the rows) sits 4 units from class 0 in every coordinate."""
+    y = (np.random.default_rng(seed + 100).random(n) < share).astype(np.int64)
+    return gaussian_data(n, seed) + 4.0 * y[:, None], y
+
+
+def test_labels_draw_each_samples_class_from_the_training_frequencies():
+    X, y = two_class_data(1000, 1, share=0.3)
+    train, held = split(len(X), 100)
+    pool, pool_y = two_class_data(4000, 2, share=0.5)
+    model = ClassReplayModel(pool, pool_y)
+    with_classes = summarise(evaluate_run(model, X, train, held, sample_seeds=2, labels=y))
+    assert len(model.asked) == 2 and not np.array_equal(model.asked[0], model.asked[1])
+    for asked in model.asked:  # 450 draws of a 30% class: 135 +- 10
+        assert abs(asked.mean() - y[train].mean()) < 0.07
+    null_only = summarise(evaluate_run(model, X, train, held, sample_seeds=2))  # class 0 only
+    for space in with_classes:
+        if "memorisation" in space:
+            continue
+        assert with_classes[space]["samples"]["ratio"][0] < 2.0
+        assert null_only[space]["samples"]["ratio"][0] > 5.0
+    assert "class frequencies" in format_table(evaluate_run(model, X, train, held, sample_seeds=1, labels=y))
+
+
+def test_labels_are_refused_for_an_unconditional_model_or_the_wrong_length():
+    X, y = two_class_data(300, 1, share=0.5)
+    train, held = split(len(X), 50)
+    with pytest.raises(ValueError, match="unconditional"):
+        evaluate_run(ReplayModel(X), X, train, held, labels=y)
+    with pytest.raises(ValueError, match="one class per row"):
+        evaluate_run(ClassReplayModel(X, y), X, train, held, labels=y[:-1])
+    with pytest.raises(TypeError, match="integer"):
+        evaluate_run(ClassReplayModel(X, y), X, train, held, labels=y.astype(float))

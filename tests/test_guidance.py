@@ -302,3 +302,33 @@ def test_reconstruction_guidance_leaves_rows_with_nothing_known(decoder_setup, r
     out = fn(z_t, np.full(4, 20))
     np.testing.assert_allclose(out[1], raw[1], rtol=1e-12)
     assert not np.allclose(out[0], raw[0])
+
+
+def test_draw_classes_follows_the_label_frequencies_and_its_seed():
+    from ldm_np.guidance import draw_classes
+
+    labels = np.repeat(np.arange(4), [10, 20, 30, 40])  # p = 0.1, 0.2, 0.3, 0.4
+    y = draw_classes(labels, 100_000, seed=3)
+    assert y.dtype == np.int64 and y.shape == (100_000,)
+    np.testing.assert_allclose(np.bincount(y, minlength=4) / y.size, [0.1, 0.2, 0.3, 0.4], atol=0.005)
+    np.testing.assert_array_equal(draw_classes(labels, 50, seed=3), draw_classes(labels, 50, seed=3))
+    assert not np.array_equal(draw_classes(labels, 50, seed=3), draw_classes(labels, 50, seed=4))
+    assert set(draw_classes(np.array([2, 2, 5]), 200).tolist()) == {2, 5}  # absent classes are never drawn
+
+
+@pytest.mark.parametrize(
+    "labels, n, error",
+    [
+        (np.array([0.0, 1.0]), 5, TypeError),
+        (np.array([[0, 1]]), 5, ValueError),
+        (np.array([], dtype=np.int64), 5, ValueError),
+        (np.array([-1, 1]), 5, ValueError),
+        (np.array([0, 1]), 0, ValueError),
+        ([0, 1], 5, TypeError),
+    ],
+)
+def test_draw_classes_refuses_bad_input(labels, n, error):
+    from ldm_np.guidance import draw_classes
+
+    with pytest.raises(error):
+        draw_classes(labels, n)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import to_numpy
+from ..guidance import draw_classes
 from ..schedules import make_schedule
 from . import plots as figures
 
@@ -62,7 +63,8 @@ def write_figures(
     Every run gets loss_curves.png and schedule.png, and latent_space.png
     (the latents, or their first two principal components). Then by shape:
 
-    - images: samples.png (real beside generated), reconstructions.png,
+    - images: samples.png (real beside generated; a class-conditional
+      model draws each sample's class from ``labels``' frequencies), reconstructions.png,
       nearest_training.png (samples above their nearest training images),
       forward_noising.png, reverse_process.png/.gif; for a class-conditional
       model class_grid.png and guidance.png; given ``holdout`` rows (not
@@ -90,7 +92,10 @@ def write_figures(
             paths.append(path)
 
     rng = np.random.default_rng(seed)
-    samples, _, traces = model.sample(64, seed=seed, return_latents=True, return_trajectory=True)
+    # A class-conditional model draws each sample's class from the rows' class frequencies.
+    conditional = model.config.num_classes is not None and labels is not None and np.ndim(labels) == 1
+    classes = {"labels": draw_classes(labels, 64, seed)} if conditional else {}
+    samples, _, traces = model.sample(64, seed=seed, return_latents=True, return_trajectory=True, **classes)
     samples = to_numpy(samples)
     real = X[rng.choice(X.shape[0], size=min(64, X.shape[0]), replace=False)]
 
