@@ -26,6 +26,7 @@ import numpy as np
 from .backend import to_numpy
 from .checkpoint import CheckpointError, open_atomically, read_metadata
 from .datasets import DATASETS, load_dataset
+from .guidance import draw_classes
 from .pipeline import LatentDiffusion, LDMConfig
 from .runs import (
     MODEL_FILE,
@@ -70,6 +71,10 @@ DEMO_CONFIG = {
     "denoiser_steps": 3500,
     "denoiser_batch_size": 256,
 }
+# A class-conditional model's denoiser trains on z0 + 0.2 eps' (``LDMConfig.latent_noise``): without
+# it, its samples copy their training digits (README, "Quality on the digits"); an unconditional
+# model's samples score worse with it, so there it stays 0.
+CONDITIONAL_LATENT_NOISE = 0.2
 
 
 def image_shape_for(dataset: str, input_size: int) -> list[int] | None:
@@ -171,6 +176,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting gamma (default: off)"
     )
+    g.add_argument(
+        "--latent-noise",
+        type=float,
+        default=None,
+        help="stage 2 trains on z0 + this times N(0, I) noise, drawn afresh each step "
+        f"(default: {CONDITIONAL_LATENT_NOISE} with --conditional, else 0)",
+    )
     g.add_argument("--ema-decay", type=float, default=d.ema_decay, help="(default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
 
@@ -198,6 +210,11 @@ def config_from_args(args: argparse.Namespace, input_size: int, num_classes: int
         denoiser_lr=args.denoiser_lr,
         ema_decay=args.ema_decay,
         min_snr_gamma=args.min_snr_gamma,
+        latent_noise=(
+            args.latent_noise
+            if args.latent_noise is not None
+            else (CONDITIONAL_LATENT_NOISE if num_classes is not None else 0.0)
+        ),
     )
 
 
@@ -207,7 +224,7 @@ DATA_OPTIONS = ("dataset", "num_rows", "holdout", "conditional")
 MODEL_OPTIONS = (
     "latent_size", "hidden_size", "num_layers", "num_steps", "schedule", "prediction_type", "time_input",
     "vae_batch_size", "denoiser_batch_size", "vae_lr", "denoiser_lr", "kl_weight", "recon_std",
-    "output_activation", "min_snr_gamma", "ema_decay", "seed",
+    "output_activation", "min_snr_gamma", "latent_noise", "ema_decay", "seed",
 )  # fmt: skip
 # Flags that may differ on --resume: more (or fewer, not below the steps done) training steps, and
 # how the run is carried out. Every other flag must match the stored run or be left out.
@@ -443,6 +460,13 @@ def batch_seed(seed: int, b: int) -> int:
     return seed if b == 0 else int(np.random.SeedSequence([seed, b]).generate_state(1)[0])
 
 
+def sample_labels(label: int | None, classes: np.ndarray | None, n: int, seed: int) -> np.ndarray | None:
+    """The n labels one batch of ``sample`` asks for: ``--label``, else classes drawn from ``classes``."""
+    if label is not None:
+        return np.full(n, label, dtype=np.int64)
+    return None if classes is None else draw_classes(classes, n, seed)
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise UserError(f"--num-samples must be >= 1, got {args.num_samples}")
@@ -459,6 +483,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         label = args.label
     elif args.guidance != 1.0 or args.guidance_rescale:
         raise UserError("--guidance and --guidance-rescale steer towards a class: give --label too")
+    # A class-conditional model without --label: each sample's class drawn from the training
+    # rows' class frequencies (its null label when the run names no data set).
+    classes = None
+    if label is None and model.config.num_classes is not None and info.get("dataset"):
+        _, classes, _, _ = load_training_data({"num_rows": None, "holdout": 0, "seed": 0, **info})
     count = args.num_samples if args.out else min(args.num_samples, GRID_ROWS)
     width, dtype = model.config.input_size, np.dtype(model.config.dtype)
     out = Path(args.out) if args.out else None
@@ -491,7 +520,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
                 num_inference_steps=args.steps,
                 eta=args.eta,
                 seed=batch_seed(args.seed, b),
-                labels=None if label is None else np.full(n, label, dtype=np.int64),
+                labels=sample_labels(label, classes, n, batch_seed(args.seed, b)),
                 guidance_scale=args.guidance,
                 guidance_rescale=args.guidance_rescale,
                 progress=bar is None and not args.no_progress,
@@ -567,7 +596,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if scales is not None and info["dataset"] != "digits":
         raise UserError("--guidance-scales measures with the digit classifier: it needs a digits run")
     seed = info.get("seed", 0)
-    X, _ = (
+    X, labels = (
         load_dataset(info["dataset"], info["num_rows"], seed=seed)
         if info.get("num_rows")
         else load_dataset(info["dataset"], seed=seed)
@@ -585,9 +614,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         num_inference_steps=args.steps,
         seed=args.seed,
+        labels=labels if model.config.num_classes is not None else None,
     )
-    if model.config.num_classes is not None:
-        print("(unconditional samples of a class-conditional model: its null label)")
     print(format_table(report))
     if scales is not None:
         from .guidance import format_guidance_report, guidance_report
@@ -750,7 +778,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="DDIM steps (DDPM uses all of them; default: %(default)s)",
     )
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 like DDPM")
-    p.add_argument("--label", type=int, default=None, help="class to sample (conditional models)")
+    p.add_argument(
+        "--label",
+        type=int,
+        default=None,
+        help="class to sample (conditional models; default: each sample's class drawn from the training "
+        "rows' class frequencies)",
+    )
     p.add_argument(
         "--guidance", type=float, default=1.0, help="classifier-free guidance scale w (default: %(default)s)"
     )

@@ -279,7 +279,42 @@ def test_evaluate_with_guidance_scales(cond_run, capsys):
     argv = ["evaluate", "--run", str(cond_run), "--num-samples", "40", "--steps", "5"]
     assert main([*argv, "--guidance-scales", "0,2", "--n-per-class", "3"]) == 0
     text = capsys.readouterr().out
-    assert "null label" in text and "as requested" in text
+    assert "class frequencies" in text and "as requested" in text
+
+
+def test_train_jitters_the_latents_of_a_conditional_model_only_by_default(cond_run):
+    from ldm_np.cli import CONDITIONAL_LATENT_NOISE, build_parser, config_from_args
+
+    assert (
+        LatentDiffusion.load(cond_run / "model.safetensors").config.latent_noise == CONDITIONAL_LATENT_NOISE
+    )
+    args = build_parser().parse_args(["train", "--out", "x"])
+    assert config_from_args(args, 64, None).latent_noise == 0.0
+    assert config_from_args(args, 64, 10).latent_noise == CONDITIONAL_LATENT_NOISE
+    args = build_parser().parse_args(["train", "--out", "x", "--latent-noise", "0.05"])
+    assert (
+        config_from_args(args, 64, None).latent_noise == config_from_args(args, 64, 10).latent_noise == 0.05
+    )
+
+
+def test_sample_without_a_label_draws_the_training_class_frequencies(cond_run, tmp_path, monkeypatch):
+    asked = []
+    original = LatentDiffusion.sample
+
+    def record(self, n, **kw):
+        asked.append(kw.get("labels"))
+        return original(self, n, **kw)
+
+    monkeypatch.setattr(LatentDiffusion, "sample", record)
+    argv = ["sample", "--run", str(cond_run), "--num-samples", "500", "--steps", "2", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "s.npy")]) == 0
+    from ldm_np.cli import load_training_data
+
+    info = json.loads((cond_run / "run.json").read_text())
+    _, train_labels, _, _ = load_training_data(info)
+    expected = np.bincount(train_labels, minlength=10) / train_labels.size
+    drawn = np.bincount(asked[0], minlength=10) / asked[0].size
+    assert asked[0].shape == (500,) and np.abs(drawn - expected).max() < 0.07
 
 
 @pytest.fixture(scope="module")

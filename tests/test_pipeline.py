@@ -211,6 +211,8 @@ def test_float64_data_is_cast_to_the_model_dtype(digits):
         ("prediction_type", "noise", ValueError),
         ("kl_weight", -1.0, ValueError),
         ("p_uncond", 1.5, ValueError),
+        ("latent_noise", -0.1, ValueError),
+        ("latent_noise", float("nan"), ValueError),
         ("dtype", "int32", TypeError),
     ],
 )
@@ -237,3 +239,24 @@ def test_a_sigmoid_decoder_sees_the_data_scaled_to_zero_one_and_keeps_it_through
     loaded = LatentDiffusion.load(model.save(tmp_path / "m.safetensors"))
     assert loaded.config.output_activation == "sigmoid" and loaded.decoder.output_activation == "sigmoid"
     np.testing.assert_array_equal(loaded.sample(16, seed=0), x)
+
+
+def test_latent_noise_trains_the_denoiser_on_jittered_latents(digits, monkeypatch):
+    """Stage 2 sees z0 = s mu + c eps': the same rows as without it, moved by noise of sd c."""
+    X, _ = digits
+    seen: dict[float, list[np.ndarray]] = {0.0: [], 0.3: []}
+    step = pipeline_module.denoiser_step
+
+    for c in seen:
+
+        def record(denoiser, optimizer, schedule, z0, t, noise, c=c, **kw):
+            seen[c].append(z0.copy())
+            return step(denoiser, optimizer, schedule, z0, t, noise, **kw)
+
+        monkeypatch.setattr(pipeline_module, "denoiser_step", record)
+        LatentDiffusion(input_size=64, **{**TINY, "denoiser_steps": 20}, latent_noise=c).fit(
+            X, progress=False
+        )
+    # eps' is drawn after the batch's rows, t and noise: the same rows at every step, moved by c eps'.
+    gaps = np.concatenate(seen[0.3]) - np.concatenate(seen[0.0])  # [20 * batch, latent]
+    assert abs(gaps.std() - 0.3) < 0.02 and abs(gaps.mean()) < 0.02
