@@ -113,8 +113,8 @@ class LDMConfig:
     min_snr_gamma: float | None = None
     p_uncond: float = 0.1  # label dropout for classifier-free guidance
     # Stage 2 trains on z0 + latent_noise * eps', eps' ~ N(0, I), a fresh eps' every step: the
-    # denoiser learns a Gaussian kernel density estimate of the scaled latents, not the
-    # 1,597-point set itself (bandwidth in units of the latents' standard deviation).
+    # denoiser learns a Gaussian kernel density estimate of the scaled latents (bandwidth in
+    # units of their standard deviation), not the finite set of training latents itself.
     latent_noise: float = 0.0
 
     def __post_init__(self) -> None:
