@@ -619,12 +619,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# The demo is unconditional by default. Measured on the digits with the earlier
-# defaults (one training run, sampling seeds 0 and 1, a one-split evaluation):
-# the unconditional model's samples scored Frechet ratios 0.91 and 0.78, a
-# conditional model's null-label samples 1.66 and 1.52 (and a less even class
-# balance): the null label, trained on 10% of the batches, is the weaker
-# unconditional model.
+# The demo is unconditional by default. Over training seeds 0-6 (`evaluate`, DDIM 200, README
+# "Quality on the digits"), a class-conditional model sampled with each sample's class drawn
+# from the training frequencies (guidance w = 1) scored a classifier-feature ratio of 1.03
+# against 1.12, but memorised more: 8.9% of samples against 7.9% (15.6% on seed 6).
 # ``demo --conditional`` trains with labels and adds the guidance figures and table.
 DEMO_GUIDANCE_SCALES = "0,1,3,7"
 # DDIM steps of `sample`, `evaluate` and the demo's table. On the digits 200 steps

@@ -486,7 +486,9 @@ class LatentDiffusion:
         with ``guidance_scale`` w apply classifier-free guidance,
         out = out_uncond + w (out_cond - out_uncond), optionally rescaled by
         ``guidance_rescale`` phi (see ``ldm_np.guidance``). Without labels a
-        conditional model samples with its null label (unconditionally).
+        conditional model samples with its null label (unconditionally); for
+        samples of the data's distribution, draw the labels with the training
+        class frequencies (``guidance.draw_classes``) and keep w = 1.
         """
         num_samples = check_int(num_samples, "num_samples")
         seed = check_int(seed, "seed", minimum=0)
