@@ -287,7 +287,9 @@ def test_train_passes_latent_noise_to_the_config():
 
     assert config_from_args(build_parser().parse_args(["train", "--out", "x"]), 64, 10).latent_noise == 0.0
     args = build_parser().parse_args(["train", "--out", "x", "--latent-noise", "0.05"])
-    assert config_from_args(args, 64, None).latent_noise == config_from_args(args, 64, 10).latent_noise == 0.05
+    assert (
+        config_from_args(args, 64, None).latent_noise == config_from_args(args, 64, 10).latent_noise == 0.05
+    )
 
 
 def test_sample_without_a_label_draws_the_training_class_frequencies(cond_run, tmp_path, monkeypatch):
