@@ -60,7 +60,7 @@ def _check_model(model: Any, *methods: str) -> Any:
 
 def _check_labels(labels: Any, n: int, model: Any) -> np.ndarray:
     """Return ``labels`` if they are n classes and ``model`` is class-conditional, else an error."""
-    labels = to_numpy(labels)
+    labels = np.asarray(to_numpy(labels))
     if labels.shape != (n,):
         raise ValueError(f"labels must hold one class per row of X, shape [{n}], got {list(labels.shape)}")
     if getattr(getattr(model, "config", None), "num_classes", None) is None:
