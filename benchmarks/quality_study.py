@@ -273,6 +273,8 @@ SETTINGS: dict[str, Setting] = {
     "two-blocks": Setting(
         "2 residual blocks for 6,000 steps", ("--num-layers", "2", "--denoiser-steps", "6000")
     ),
+    "hidden-192": Setting("hidden width 192 instead of 256 (VAE and denoiser)", ("--hidden-size", "192")),
+    "three-blocks": Setting("3 residual blocks instead of 4", ("--num-layers", "3")),
     "ema-0.9995": Setting("EMA decay 0.9995", ("--ema-decay", "0.9995")),
     "ema-warmup-4": Setting(
         "EMA warm-up (1 + n) / (4 + n) instead of (1 + n) / (10 + n)", swap=ema_warmup(4.0)
