@@ -31,6 +31,7 @@ from ldm_np.backend import default_rng
 from ldm_np.optim import Adam
 from ldm_np.samplers import sample
 from ldm_np.training import denoiser_step, vae_step
+from ldm_np.versions import numpy_blas
 
 SETTLE_S = 0.15
 KL_WEIGHT = 1e-4
@@ -88,15 +89,14 @@ def blas_info() -> dict[str, Any]:
                 kernel=pool.get("architecture") or "",
             )
             return info
-    build = ""
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    blas = numpy_blas()
+    if blas:
         info.update(
             source="numpy.show_config", name=blas.get("name", "unknown"), version=blas.get("version", "")
         )
-        build = blas.get("openblas configuration", "")  # DYNAMIC_ARCH: the kernel is picked at run time
-    except Exception:  # older NumPy or an unusual build
-        info["source"] = "numpy.show_config unavailable"
+    else:  # an unusual build
+        info["source"] = "numpy.show_config names no BLAS"
+    build = blas.get("openblas configuration", "")  # DYNAMIC_ARCH: the kernel is picked at run time
     forced = forced_kernel_vars()
     chooser = next((var for var in ("OPENBLAS_CORETYPE", "BLIS_ARCH_TYPE") if var in forced), None)
     info["kernel"] = (

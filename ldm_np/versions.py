@@ -16,14 +16,22 @@ import numpy as np
 from . import __version__
 
 
-def blas_version(config: dict[str, Any] | None = None) -> str:
-    """'name version' of the BLAS library in NumPy's build configuration, or 'unknown'.
+def numpy_blas(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The BLAS entry of NumPy's build configuration ('name', 'version', ...), or {} if it has none.
 
     config: the dict ``numpy.show_config(mode="dicts")`` returns; read from NumPy when None.
     """
     if config is None:
         config = np.show_config(mode="dicts")
-    blas = config.get("Build Dependencies", {}).get("blas", {})
+    return config.get("Build Dependencies", {}).get("blas", {})
+
+
+def blas_version(config: dict[str, Any] | None = None) -> str:
+    """'name version' of the BLAS library in NumPy's build configuration, or 'unknown'.
+
+    config: the dict ``numpy.show_config(mode="dicts")`` returns; read from NumPy when None.
+    """
+    blas = numpy_blas(config)
     name, version = blas.get("name"), blas.get("version")
     if not name or name == "unknown":
         return "unknown"

@@ -1224,6 +1224,7 @@ EXEMPT = {
     "ldm_np.versions.version_line": NO_INPUT,
     "ldm_np.versions.versions": NO_INPUT,
     "ldm_np.versions.blas_version": "reads NumPy's build configuration (None: NumPy's own)",
+    "ldm_np.versions.numpy_blas": "reads NumPy's build configuration (None: NumPy's own)",
     "ldm_np.samplers.StepTrace": RECORD,
     "ldm_np.gradcheck.GradCheckRow": RECORD,
     "ldm_np.gradcheck.GradCheckReport": RECORD,

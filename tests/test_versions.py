@@ -13,7 +13,7 @@ import pytest
 
 import ldm_np
 from ldm_np.cli import main
-from ldm_np.versions import blas_version, version_line, versions
+from ldm_np.versions import blas_version, numpy_blas, version_line, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +84,9 @@ def test_ci_pins_exactly_the_floors_that_requirements_and_pyproject_declare():
     assert required == declared
     assert set(pins) == set(required)
     assert {name: release(pins[name]) for name in pins} == {n: release(v) for n, v in required.items()}
+
+
+def test_numpy_blas_is_the_build_configurations_entry():
+    assert numpy_blas() == np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    assert numpy_blas({"Build Dependencies": {"blas": {"name": "mkl"}}}) == {"name": "mkl"}
+    assert numpy_blas({}) == {}
