@@ -270,6 +270,10 @@ SETTINGS: dict[str, Setting] = {
         "denoiser batch 512 for 1,750 steps (the same samples seen)",
         ("--denoiser-batch-size", "512", "--denoiser-steps", "1750"),
     ),
+    "denoiser-batch-1024": Setting(
+        "denoiser batch 1,024 for 875 steps (the same samples seen)",
+        ("--denoiser-batch-size", "1024", "--denoiser-steps", "875"),
+    ),
     "two-blocks": Setting(
         "2 residual blocks for 6,000 steps", ("--num-layers", "2", "--denoiser-steps", "6000")
     ),
