@@ -16,7 +16,7 @@ The cases (float32, fixed data, the library's public step functions):
 
 - denoiser step, ``training.denoiser_step`` with Adam, clipping at 1.0 and
   EMA (as ``LatentDiffusion.fit`` runs it): latent 32, hidden 256, 4
-  residual blocks, 1,000 diffusion steps; batch 256 (the demo's) and 1,024;
+  residual blocks, 1,000 diffusion steps; batch 256 and 1,024;
 - VAE step, ``training.vae_step`` with Adam: the demo's VAE (input 64,
   latent 8, hidden 256, beta 1, recon_std 0.1) at batch 128 (the demo's).
 

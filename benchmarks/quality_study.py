@@ -9,7 +9,9 @@ Each setting trains as `python -m ldm_np train --dataset digits --holdout 200
 --seed S` does (the demo's model and data), then prints the table of `python -m
 ldm_np evaluate` (DDIM 200 or ``--steps N``, sample seeds 0-2); the settings
 that change only the sampling evaluate a trained run instead (``--run DIR``).
-A setting changes the demo in one of three ways:
+Every setting but ``defaults`` starts from the study's base, the demo with the
+denoiser at batch 256 for 3,500 steps (``BASE``), and changes it in one of
+three ways:
 
 - command-line flags of `train` or `evaluate` (``--vae-steps 20000``);
 - a field of ``LDMConfig`` the command line does not expose (``grad_clip``);
@@ -242,12 +244,18 @@ class Setting(NamedTuple):
     evaluate: tuple[str, ...] = ()
     swap: Callable[[int], Any] | None = None
     trains: bool = True  # False: the setting changes only the sampling of a trained run
+    on_base: bool = True  # True: the setting's flags apply to BASE, not to the demo's defaults
 
 
+# The study's base: the demo's model with the denoiser at batch 256 for 3,500 steps. Every
+# setting but `defaults` changes one thing of it (README's rows say "base, ..."); the demo's
+# batch 512 for 1,750 steps is itself the row `denoiser-batch-512`.
+BASE = ("--denoiser-batch-size", "256", "--denoiser-steps", "3500")
 FORMER = ("--output-activation", "linear", "--recon-std", "0.053", "--vae-steps", "8000")
 
 SETTINGS: dict[str, Setting] = {
-    "defaults": Setting("the demo's defaults"),
+    "defaults": Setting("the demo's defaults (the denoiser at batch 512 for 1,750 steps)", on_base=False),
+    "base": Setting("the study's base: the demo's defaults with the denoiser at batch 256 for 3,500 steps"),
     "former": Setting("the former defaults: linear decoder output, recon_std 0.053, VAE 8,000 steps", FORMER),
     "vae-8000": Setting("VAE 8,000 steps", ("--vae-steps", "8000")),
     "vae-20000": Setting("VAE 20,000 steps", ("--vae-steps", "20000")),
@@ -330,7 +338,8 @@ def run_setting(name: str, seed: int, out: str, *, steps: int = cli.SAMPLE_STEPS
     ``out`` is a trained run), and print its evaluation with DDIM ``steps``."""
     setting = SETTINGS[name]
     train = ["train", "--dataset", "digits", "--holdout", str(cli.DEMO_HOLDOUT), "--seed", str(seed)]
-    train += ["--out", out, "--no-progress", "--no-figures", "--overwrite", *setting.train]
+    train += ["--out", out, "--no-progress", "--no-figures", "--overwrite"]
+    train += [*(BASE if setting.on_base else ()), *setting.train]  # the later of two flags wins
     evaluate = ["evaluate", "--run", out, "--steps", str(steps)]
     if quick:  # last, so they win over the setting's own sizes
         train, evaluate = train + QUICK_TRAIN, evaluate + QUICK_EVALUATE

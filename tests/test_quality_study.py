@@ -8,6 +8,7 @@ library's functions are the originals again.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -182,3 +183,26 @@ def test_config_fields_reach_the_config_train_builds():
     with study.config_fields(grad_clip=1e9)(0):
         assert cli.config_from_args(args, 2, None).grad_clip == 1e9
     assert cli.config_from_args(args, 2, None).grad_clip == 1.0
+
+
+def train_config_of(name, monkeypatch):
+    """The LDMConfig the setting's `train` call builds (the call is caught, nothing trains)."""
+    calls = []
+    monkeypatch.setattr(study.cli, "main", lambda argv: calls.append(argv) or 1)
+    study.run_setting(name, 0, "unused")
+    args = cli.build_parser().parse_args(calls[0])
+    return cli.config_from_args(args, 64, None)
+
+
+def test_defaults_train_the_demo_and_every_other_setting_starts_from_the_base(monkeypatch):
+    demo = train_config_of("defaults", monkeypatch)
+    assert (demo.denoiser_batch_size, demo.denoiser_steps) == (
+        cli.DEMO_CONFIG["denoiser_batch_size"],
+        cli.DEMO_CONFIG["denoiser_steps"],
+    )
+    base = train_config_of("base", monkeypatch)
+    assert (base.denoiser_batch_size, base.denoiser_steps) == (256, 3500)
+    assert base == dataclasses.replace(demo, denoiser_batch_size=256, denoiser_steps=3500)
+    assert train_config_of("denoiser-batch-512", monkeypatch) == demo  # the demo is that row
+    longer = train_config_of("denoiser-4500", monkeypatch)  # a setting's own flag wins over the base's
+    assert (longer.denoiser_batch_size, longer.denoiser_steps) == (256, 4500)
