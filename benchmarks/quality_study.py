@@ -278,6 +278,11 @@ SETTINGS: dict[str, Setting] = {
         "denoiser batch 512 for 1,750 steps (the same samples seen)",
         ("--denoiser-batch-size", "512", "--denoiser-steps", "1750"),
     ),
+    "defaults-denoiser-1400": Setting(
+        "the demo's defaults with 1,400 denoiser steps at batch 512 (0.8 of the latents seen)",
+        ("--denoiser-steps", "1400"),
+        on_base=False,
+    ),
     "denoiser-batch-1024": Setting(
         "denoiser batch 1,024 for 875 steps (the same samples seen)",
         ("--denoiser-batch-size", "1024", "--denoiser-steps", "875"),

@@ -58,7 +58,7 @@ __all__ = ["MODEL_FILE", "RUN_FILE", "UserError", "build_parser", "main"]
 # (1/64) sum (x - x_hat)^2 + 1e-4 (1/8) KL, times 32 / recon_std^2, is
 # sum (x - x_hat)^2 / (2 recon_std^2) + KL. The denoiser sees 896,000 latents in 1,750
 # steps at batch 512: as many as 3,500 steps at batch 256, which scored the same over seven
-# training seeds, in half the optimizer steps and about a tenth less training time.
+# training seeds, in half the optimizer steps and a tenth to a fifth less training time.
 DEMO_CONFIG = {
     "latent_size": 8,
     "hidden_size": 256,

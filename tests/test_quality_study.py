@@ -204,5 +204,7 @@ def test_defaults_train_the_demo_and_every_other_setting_starts_from_the_base(mo
     assert (base.denoiser_batch_size, base.denoiser_steps) == (256, 3500)
     assert base == dataclasses.replace(demo, denoiser_batch_size=256, denoiser_steps=3500)
     assert train_config_of("denoiser-batch-512", monkeypatch) == demo  # the demo is that row
+    shorter = train_config_of("defaults-denoiser-1400", monkeypatch)  # a change of the demo, not the base
+    assert shorter == dataclasses.replace(demo, denoiser_steps=1400)
     longer = train_config_of("denoiser-4500", monkeypatch)  # a setting's own flag wins over the base's
     assert (longer.denoiser_batch_size, longer.denoiser_steps) == (256, 4500)
