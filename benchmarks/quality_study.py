@@ -283,6 +283,16 @@ SETTINGS: dict[str, Setting] = {
         ("--denoiser-steps", "1400"),
         on_base=False,
     ),
+    "defaults-vae-batch-256": Setting(
+        "the demo's defaults with the VAE at batch 256 for 6,000 steps (the same digits seen)",
+        ("--vae-batch-size", "256", "--vae-steps", "6000"),
+        on_base=False,
+    ),
+    "defaults-vae-batch-256-lr-1.4e-3": Setting(
+        "the demo's defaults with the VAE at batch 256 for 6,000 steps, learning rate 1.4e-3",
+        ("--vae-batch-size", "256", "--vae-steps", "6000", "--vae-lr", "1.4e-3"),
+        on_base=False,
+    ),
     "denoiser-batch-1024": Setting(
         "denoiser batch 1,024 for 875 steps (the same samples seen)",
         ("--denoiser-batch-size", "1024", "--denoiser-steps", "875"),

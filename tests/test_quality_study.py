@@ -206,5 +206,10 @@ def test_defaults_train_the_demo_and_every_other_setting_starts_from_the_base(mo
     assert train_config_of("denoiser-batch-512", monkeypatch) == demo  # the demo is that row
     shorter = train_config_of("defaults-denoiser-1400", monkeypatch)  # a change of the demo, not the base
     assert shorter == dataclasses.replace(demo, denoiser_steps=1400)
+    vae_256 = train_config_of("defaults-vae-batch-256", monkeypatch)
+    assert vae_256 == dataclasses.replace(demo, vae_batch_size=256, vae_steps=6000)
+    # README: "the rows named `defaults-...` change them instead of the base"
+    for name, setting in study.SETTINGS.items():
+        assert setting.on_base == (not name.startswith("defaults")), name
     longer = train_config_of("denoiser-4500", monkeypatch)  # a setting's own flag wins over the base's
     assert (longer.denoiser_batch_size, longer.denoiser_steps) == (256, 4500)
