@@ -252,6 +252,7 @@ class Setting(NamedTuple):
 # batch 512 for 1,750 steps is itself the row `denoiser-batch-512`.
 BASE = ("--denoiser-batch-size", "256", "--denoiser-steps", "3500")
 FORMER = ("--output-activation", "linear", "--recon-std", "0.053", "--vae-steps", "8000")
+VAE_BATCH_256 = ("--vae-batch-size", "256", "--vae-steps", "6000")  # the demo's 128 x 12,000 digits
 
 SETTINGS: dict[str, Setting] = {
     "defaults": Setting("the demo's defaults (the denoiser at batch 512 for 1,750 steps)", on_base=False),
@@ -285,12 +286,12 @@ SETTINGS: dict[str, Setting] = {
     ),
     "defaults-vae-batch-256": Setting(
         "the demo's defaults with the VAE at batch 256 for 6,000 steps (the same digits seen)",
-        ("--vae-batch-size", "256", "--vae-steps", "6000"),
+        VAE_BATCH_256,
         on_base=False,
     ),
     "defaults-vae-batch-256-lr-1.4e-3": Setting(
         "the demo's defaults with the VAE at batch 256 for 6,000 steps, learning rate 1.4e-3",
-        ("--vae-batch-size", "256", "--vae-steps", "6000", "--vae-lr", "1.4e-3"),
+        (*VAE_BATCH_256, "--vae-lr", "1.4e-3"),
         on_base=False,
     ),
     "denoiser-batch-1024": Setting(
